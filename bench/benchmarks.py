@@ -1,0 +1,335 @@
+"""Event-loop micro-benchmarks shared by bench/run.py and bench/callgrind.sh.
+
+Every benchmark is ``fn(loop, size) -> seconds``: it times only the hot part
+(the loop is created beforehand by the caller) and performs ``size``
+operations, so ``seconds / size`` is the time per operation.
+
+Run as a script it is the per-process worker used by run.py::
+
+    python bench/benchmarks.py BENCH LOOP SIZE [--warmup N]
+
+which prints one JSON object on stdout, and::
+
+    python bench/benchmarks.py --check LOOP
+
+which prints the loop's version info (exit 3 if it cannot be imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+perf_counter = time.perf_counter
+
+
+# --------------------------------------------------------------------------
+# 1. call_soon chains
+# --------------------------------------------------------------------------
+
+
+def _call_soon_chains(loop: asyncio.AbstractEventLoop, size: int, chains: int) -> float:
+    steps = size // chains
+    live = chains
+    call_soon = loop.call_soon
+
+    def make_chain() -> Callable[[], None]:
+        remaining = steps
+
+        def cb() -> None:
+            nonlocal remaining, live
+            remaining -= 1
+            if remaining:
+                call_soon(cb)
+            else:
+                live -= 1
+                if not live:
+                    loop.stop()
+
+        return cb
+
+    for cb in [make_chain() for _ in range(chains)]:
+        call_soon(cb)
+    t0 = perf_counter()
+    loop.run_forever()
+    return perf_counter() - t0
+
+
+def call_soon_chain(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """One callback that re-schedules itself with call_soon `size` times."""
+    return _call_soon_chains(loop, size, 1)
+
+
+def call_soon_chains_100(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """100 independent self-rescheduling chains, `size` callbacks in total."""
+    return _call_soon_chains(loop, size, 100)
+
+
+# --------------------------------------------------------------------------
+# 2. timer churn
+# --------------------------------------------------------------------------
+
+
+def timer_churn(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` call_later timers with random delays in [0, 10 ms); every other
+    one is cancelled right away; runs until all the others have fired."""
+    rng = random.Random(12345)
+    delays = [rng.random() * 0.010 for _ in range(size)]
+    expected = size - size // 2
+    fired = 0
+
+    def on_timer() -> None:
+        nonlocal fired
+        fired += 1
+        if fired == expected:
+            loop.stop()
+
+    def schedule() -> None:
+        call_later = loop.call_later
+        handles = [call_later(d, on_timer) for d in delays]
+        for h in handles[1::2]:
+            h.cancel()
+
+    loop.call_soon(schedule)
+    t0 = perf_counter()
+    loop.run_forever()
+    elapsed = perf_counter() - t0
+    assert fired == expected, (fired, expected)
+    return elapsed
+
+
+# --------------------------------------------------------------------------
+# 3. future create / set_result / await
+# --------------------------------------------------------------------------
+
+
+def future_roundtrip(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` x: fut = loop.create_future(); call_soon(fut.set_result, i); await fut."""
+
+    async def main() -> float:
+        create_future = loop.create_future
+        call_soon = loop.call_soon
+        t0 = perf_counter()
+        for i in range(size):
+            fut = create_future()
+            call_soon(fut.set_result, i)
+            await fut
+        return perf_counter() - t0
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# 4. create_task + gather
+# --------------------------------------------------------------------------
+
+
+async def _trivial(i: int) -> int:
+    return i
+
+
+def task_gather(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """create_task for `size` trivial coroutines, then gather them all."""
+
+    async def main() -> float:
+        create_task = loop.create_task
+        t0 = perf_counter()
+        tasks = [create_task(_trivial(i)) for i in range(size)]
+        results = await asyncio.gather(*tasks)
+        elapsed = perf_counter() - t0
+        assert len(results) == size
+        return elapsed
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# 5. sleep(0) ping-pong
+# --------------------------------------------------------------------------
+
+SLEEP0_TASKS = 1000
+
+
+def sleep0_pingpong(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """1000 tasks each doing `await asyncio.sleep(0)` size/1000 times
+    (`size` sleeps in total); timed from the first create_task to the end."""
+    per_task = max(1, size // SLEEP0_TASKS)
+
+    async def worker() -> None:
+        sleep = asyncio.sleep
+        for _ in range(per_task):
+            await sleep(0)
+
+    async def main() -> float:
+        t0 = perf_counter()
+        await asyncio.gather(*[loop.create_task(worker()) for _ in range(SLEEP0_TASKS)])
+        return perf_counter() - t0
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# 6. call_soon_threadsafe from another thread
+# --------------------------------------------------------------------------
+
+
+def call_soon_threadsafe(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """A second thread posts `size` callbacks with call_soon_threadsafe;
+    timed from the thread's start until the last callback ran on the loop."""
+    done = 0
+
+    def cb() -> None:
+        nonlocal done
+        done += 1
+        if done == size:
+            loop.stop()
+
+    def producer() -> None:
+        post = loop.call_soon_threadsafe
+        for _ in range(size):
+            post(cb)
+
+    thread = threading.Thread(target=producer)
+    # Start the producer only once the loop is running.
+    loop.call_soon(thread.start)
+    t0 = perf_counter()
+    loop.run_forever()
+    elapsed = perf_counter() - t0
+    thread.join()
+    assert done == size, (done, size)
+    return elapsed
+
+
+# --------------------------------------------------------------------------
+# 7. asyncio.Queue producer / consumer
+# --------------------------------------------------------------------------
+
+
+def queue_pipe(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` items from a producer task to a consumer task through
+    asyncio.Queue(maxsize=100)."""
+
+    async def main() -> float:
+        q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=100)
+
+        async def producer() -> None:
+            put = q.put
+            for i in range(size):
+                await put(i)
+            await put(None)
+
+        async def consumer() -> int:
+            get = q.get
+            n = 0
+            while (await get()) is not None:
+                n += 1
+            return n
+
+        t0 = perf_counter()
+        _, n = await asyncio.gather(producer(), consumer())
+        elapsed = perf_counter() - t0
+        assert n == size
+        return elapsed
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bench:
+    fn: Callable[[asyncio.AbstractEventLoop, int], float]
+    size: int  # full run: ~0.2-1 s on the stock loop (2 noisy cores)
+    quick: int  # --quick smoke run
+    unit: str  # what one "operation" is
+
+
+BENCHMARKS: dict[str, Bench] = {
+    "call_soon_chain": Bench(call_soon_chain, 500_000, 20_000, "callback"),
+    "call_soon_chains_100": Bench(call_soon_chains_100, 1_000_000, 20_000, "callback"),
+    "timer_churn": Bench(timer_churn, 200_000, 10_000, "timer"),
+    "future_roundtrip": Bench(future_roundtrip, 200_000, 10_000, "future"),
+    "task_gather": Bench(task_gather, 100_000, 10_000, "task"),
+    "sleep0_pingpong": Bench(sleep0_pingpong, 500_000, 10_000, "sleep(0)"),
+    "call_soon_threadsafe": Bench(call_soon_threadsafe, 200_000, 10_000, "callback"),
+    "queue_pipe": Bench(queue_pipe, 800_000, 10_000, "item"),
+}
+
+LOOPS = ("asyncio", "uvloop", "ferroloop")
+
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if name == "ferroloop":
+        import ferroloop
+
+        return ferroloop.new_event_loop()
+    raise ValueError(f"unknown loop {name!r}; expected one of {', '.join(LOOPS)}")
+
+
+def loop_version(name: str) -> str:
+    if name == "asyncio":
+        return f"CPython {sys.version.split()[0]}"
+    mod = __import__(name)
+    return str(getattr(mod, "__version__", "unknown version"))
+
+
+def run_one(bench: str, loop_name: str, size: int, warmup: int = 0) -> float:
+    fn = BENCHMARKS[bench].fn
+    loop = new_loop(loop_name)
+    asyncio.set_event_loop(loop)
+    try:
+        if warmup > 0:
+            fn(loop, warmup)
+        gc.collect()
+        return fn(loop, size)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", metavar="LOOP", help="only check that LOOP can be created")
+    p.add_argument("bench", nargs="?", choices=sorted(BENCHMARKS))
+    p.add_argument("loop", nargs="?", choices=LOOPS)
+    p.add_argument("size", nargs="?", type=int, help="default: the benchmark's full size")
+    p.add_argument("--warmup", type=int, default=0, help="operations run first, untimed")
+    args = p.parse_args(argv)
+
+    if args.check:
+        try:
+            new_loop(args.check).close()
+            version = loop_version(args.check)
+        except Exception as e:  # noqa: BLE001 - report anything that breaks creation
+            print(f"{type(e).__name__}: {e}", file=sys.stderr)
+            return 3
+        print(json.dumps({"loop": args.check, "version": version}))
+        return 0
+
+    if not (args.bench and args.loop):
+        p.error("BENCH and LOOP are required")
+    size = args.size if args.size is not None else BENCHMARKS[args.bench].size
+    elapsed = run_one(args.bench, args.loop, size, args.warmup)
+    print(json.dumps({"bench": args.bench, "loop": args.loop, "size": size, "seconds": elapsed}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
