@@ -1,1 +1,18 @@
+//! `ferroloop._ferroloop`: the PyO3 half of ferroloop. See `python/ferroloop/` for the Python
+//! half and `crates/ferroloop-core` for the interpreter-free core.
+//!
+//! Errors: `std::io::Error` converts into `OSError` (the subclass matching its errno) through
+//! PyO3's `From<io::Error> for PyErr`, the one place that mapping is made.
 
+mod event_loop;
+mod handles;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    Ok(())
+}

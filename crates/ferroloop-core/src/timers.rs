@@ -146,6 +146,11 @@ impl<T> TimerHeap<T> {
         }
     }
 
+    /// Every value in the heap, in no particular order (for the GC's traversal).
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|e| &e.value)
+    }
+
     /// Removes everything (used when the loop closes, to release what the timers hold).
     pub fn clear(&mut self) -> Vec<T> {
         self.cancelled = 0;

@@ -1,0 +1,685 @@
+//! `LoopCore`: the native half of `ferroloop.Loop` (asyncio's `BaseEventLoop` +
+//! `BaseSelectorEventLoop`, the parts on the hot path).
+//!
+//! The Python class `ferroloop.Loop` subclasses this and `asyncio.AbstractEventLoop`; it adds the
+//! cold parts (run_until_complete, executors, async generators, exception handler, signals) where
+//! matching asyncio line by line matters more than speed.
+//!
+//! ## One iteration (asyncio's `_run_once`)
+//! 1. Move thread-safe calls from the inbox to the ready queue.
+//! 2. Poll: timeout 0 when something is ready or the loop is stopping, else until the nearest
+//!    live timer, else forever. The GIL is released only when the poll can block.
+//! 3. Queue the handles of ready fds, then expired timers (deadline < now + clock resolution).
+//! 4. Run exactly the handles that were ready at that point; what they schedule waits for the next
+//!    iteration.
+//!
+//! ## Borrowing discipline
+//! Python code can run whenever a Python object is allocated (the GC runs finalizers) or released
+//! (`__del__`), and that code may call back into the loop. So the loop's state is only borrowed
+//! around pure-Rust work: handles are built before the borrow, and handles removed while borrowed
+//! are parked in `graveyard` and released after it. A violation surfaces as a `RuntimeError`
+//! ("Already borrowed"), never as undefined behaviour.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferroloop_core::clock;
+use ferroloop_core::inbox::Inbox;
+use ferroloop_core::reactor::{Events, Reactor};
+use ferroloop_core::timers::TimerHeap;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyInt, PyTuple};
+
+use crate::handles::{run_handle, Handle, TimerHandle};
+
+/// asyncio's `MAXIMUM_SELECT_TIMEOUT`.
+const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+
+static ISCOROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+struct Poller {
+    reactor: Reactor,
+    events: Events,
+}
+
+fn current_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions. Its value is what threading.get_ident() returns
+    // on Linux, which asyncio compares against in its thread checks.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+fn is_cancelled(py: Python<'_>) -> impl Fn(&Py<Handle>) -> bool + '_ {
+    move |h| h.bind(py).try_borrow().map(|h| h.cancelled).unwrap_or(false)
+}
+
+/// asyncio's `selectors._fileobj_to_fd`.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(obj)));
+        let fileno = match obj.call_method0("fileno") {
+            Ok(f) => f,
+            Err(_) => return Err(invalid()),
+        };
+        match fileno.call_method0("__index__").and_then(|i| i.extract::<i64>()) {
+            Ok(fd) => fd,
+            Err(_) => return Err(invalid()),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    RawFd::try_from(fd)
+        .map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<object>".to_owned())
+}
+
+/// asyncio's `BaseEventLoop._check_callback`. The callable check always runs (a non-callable
+/// would otherwise fail later, far from the mistake); the coroutine-function check, which needs
+/// `inspect`, only in debug mode, as asyncio.
+fn check_callback(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -> PyResult<()> {
+    let py = callback.py();
+    let coroutine_error =
+        || PyTypeError::new_err(format!("coroutines cannot be used with {method}()"));
+    if !callback.is_callable() {
+        if ISCOROUTINE
+            .import(py, "asyncio", "iscoroutine")?
+            .call1((callback,))?
+            .is_truthy()?
+        {
+            return Err(coroutine_error());
+        }
+        return Err(PyTypeError::new_err(format!(
+            "a callable object was expected by {method}(), got {}",
+            repr(callback)
+        )));
+    }
+    if debug
+        && ISCOROUTINEFUNCTION
+            .import(py, "asyncio", "iscoroutinefunction")?
+            .call1((callback,))?
+            .is_truthy()?
+    {
+        return Err(coroutine_error());
+    }
+    Ok(())
+}
+
+#[pyclass(module = "ferroloop._ferroloop", subclass)]
+pub struct LoopCore {
+    ready: VecDeque<Py<Handle>>,
+    /// The buffer the previous batch ran from, kept to reuse its capacity.
+    spare: VecDeque<Py<Handle>>,
+    timers: TimerHeap<Py<Handle>>,
+    /// Handles removed while the state was borrowed, released once it is not (module docs).
+    graveyard: Vec<Py<Handle>>,
+    readers: HashMap<RawFd, Py<Handle>>,
+    writers: HashMap<RawFd, Py<Handle>>,
+    /// Taken out while polling, so that no borrow is held while the GIL is released.
+    poller: Option<Box<Poller>>,
+    inbox: Option<Arc<Inbox<Py<Handle>>>>,
+    stopping: bool,
+    closed: bool,
+    debug: bool,
+    /// The thread running the loop (asyncio's `_thread_id`), `None` when not running.
+    thread_id: Option<u64>,
+    clock_resolution: f64,
+}
+
+impl LoopCore {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// asyncio's `_check_thread` (debug mode only).
+    fn check_thread(&self) -> PyResult<()> {
+        match self.thread_id {
+            Some(t) if t != current_thread() => Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks done before scheduling anything; returns the debug flag.
+    fn check_schedule(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<bool> {
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            if me.debug {
+                me.check_thread()?;
+            }
+            me.debug
+        };
+        check_callback(callback, method, debug)?;
+        Ok(debug)
+    }
+
+    /// Releases the handles parked while the state was borrowed.
+    fn bury(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let dead = std::mem::take(&mut slf.try_borrow_mut()?.graveyard);
+        drop(dead);
+        Ok(())
+    }
+
+    pub(crate) fn timer_handle_cancelled(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            me.timers.note_cancelled(is_cancelled(py), &mut me.graveyard);
+        }
+        Self::bury(slf)
+    }
+
+    fn add_watcher(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let method = if write { "add_writer" } else { "add_reader" };
+        let debug = Self::check_schedule(slf, &callback, method)?;
+        let fd = fileobj_to_fd(fd)?;
+        let handle = Handle::new_plain(py, callback, args, None, slf.as_any(), debug)?.unbind();
+        let old = {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            let poller = me.poller.as_mut().ok_or_else(|| {
+                PyRuntimeError::new_err(format!("{method}() called while the loop is polling in another thread"))
+            })?;
+            let mut interest = poller.reactor.interest(fd);
+            if write {
+                interest.write = true;
+            } else {
+                interest.read = true;
+            }
+            poller.reactor.set_interest(fd, interest)?;
+            let map = if write { &mut me.writers } else { &mut me.readers };
+            map.insert(fd, handle.clone_ref(py))
+        };
+        if let Some(old) = old {
+            Handle::cancel_handle(old.bind(py))?;
+        }
+        Ok(handle)
+    }
+
+    fn remove_watcher(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        let py = slf.py();
+        if slf.try_borrow()?.closed {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let old = {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            let map = if write { &mut me.writers } else { &mut me.readers };
+            let Some(old) = map.remove(&fd) else {
+                return Ok(false);
+            };
+            if let Some(poller) = me.poller.as_mut() {
+                let mut interest = poller.reactor.interest(fd);
+                if write {
+                    interest.write = false;
+                } else {
+                    interest.read = false;
+                }
+                // The fd may be closed already; asyncio's unregister does not fail then either.
+                let _ = poller.reactor.set_interest(fd, interest);
+            }
+            old
+        };
+        Handle::cancel_handle(old.bind(py))?;
+        Ok(true)
+    }
+
+    /// One iteration; see the module docs.
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (mut poller, timeout) = {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            if let Some(inbox) = &me.inbox {
+                inbox.drain_into(&mut me.ready);
+            }
+            let timeout = if !me.ready.is_empty() || me.stopping {
+                Some(Duration::ZERO)
+            } else {
+                me.timers
+                    .next_deadline(is_cancelled(py), &mut me.graveyard)
+                    .map(|when| {
+                        let secs = (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
+                        Duration::from_secs_f64(secs)
+                    })
+            };
+            let poller = me.poller.take().ok_or_else(closed_error)?;
+            (poller, timeout)
+        };
+        let polled = if timeout == Some(Duration::ZERO) {
+            poller.reactor.poll(&mut poller.events, timeout)
+        } else {
+            let p = &mut *poller;
+            py.detach(|| p.reactor.poll(&mut p.events, timeout))
+        };
+        {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            for ev in poller.events.iter() {
+                for (ready, map, write) in [
+                    (ev.readable, &mut me.readers, false),
+                    (ev.writable, &mut me.writers, true),
+                ] {
+                    if !ready {
+                        continue;
+                    }
+                    let Some(h) = map.get(&ev.fd) else { continue };
+                    if is_cancelled(py)(h) {
+                        // As asyncio's _process_events: a cancelled watcher is unregistered.
+                        let h = map.remove(&ev.fd).expect("looked up above");
+                        me.graveyard.push(h);
+                        let mut interest = poller.reactor.interest(ev.fd);
+                        if write {
+                            interest.write = false;
+                        } else {
+                            interest.read = false;
+                        }
+                        let _ = poller.reactor.set_interest(ev.fd, interest);
+                    } else {
+                        me.ready.push_back(h.clone_ref(py));
+                    }
+                }
+            }
+            me.poller = Some(poller);
+            let end_time = clock::monotonic() + me.clock_resolution;
+            let before = me.ready.len();
+            me.timers
+                .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
+            for h in me.ready.range(before..) {
+                if let Ok(mut h) = h.bind(py).try_borrow_mut() {
+                    h.scheduled = false;
+                }
+            }
+            if let Some(inbox) = &me.inbox {
+                inbox.drain_into(&mut me.ready);
+            }
+        }
+        Self::bury(slf)?;
+        if let Err(err) = polled {
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err.into());
+            }
+            // Ctrl-C while blocked: run the interpreter's signal handlers now.
+            py.check_signals()?;
+        }
+
+        let (mut batch, debug) = {
+            let mut me = slf.try_borrow_mut()?;
+            let me = &mut *me;
+            let mut batch = std::mem::take(&mut me.spare);
+            std::mem::swap(&mut batch, &mut me.ready);
+            (batch, me.debug)
+        };
+        while let Some(handle) = batch.pop_front() {
+            let result = if debug {
+                Self::run_handle_debug(slf, handle.bind(py))
+            } else {
+                run_handle(py, handle.bind(py))
+            };
+            // Released here, with nothing borrowed: the handle may hold the last reference to
+            // objects with finalizers.
+            drop(handle);
+            if let Err(err) = result {
+                // asyncio pops handles one at a time, so what did not run stays ready.
+                let mut me = slf.try_borrow_mut()?;
+                while let Some(h) = batch.pop_back() {
+                    me.ready.push_front(h);
+                }
+                me.spare = batch;
+                return Err(err);
+            }
+        }
+        slf.try_borrow_mut()?.spare = batch;
+        py.check_signals()
+    }
+
+    #[cold]
+    fn run_handle_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        let t0 = clock::monotonic();
+        let result = run_handle(slf.py(), handle);
+        let dt = clock::monotonic() - t0;
+        let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
+        if dt >= slow {
+            slf.call_method1("_log_slow_callback", (handle, dt))?;
+        }
+        result
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        let reactor = Reactor::new()?;
+        let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
+        Ok(LoopCore {
+            ready: VecDeque::new(),
+            spare: VecDeque::new(),
+            timers: TimerHeap::new(),
+            graveyard: Vec::new(),
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            poller: Some(Box::new(Poller {
+                reactor,
+                events: Events::with_capacity(1024),
+            })),
+            inbox: Some(inbox),
+            stopping: false,
+            closed: false,
+            debug: false,
+            thread_id: None,
+            clock_resolution: clock::resolution(),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let debug = Self::check_schedule(slf, &callback, "call_soon")?;
+        let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
+        slf.try_borrow_mut()?.ready.push_back(handle.clone().unbind());
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: Option<f64>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
+        Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context, "call_later")
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: Option<f64>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        let when = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
+        Self::schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
+    /// Schedules from any thread. From the loop's own thread (or while the loop is not running)
+    /// the handle goes straight to the ready queue, which keeps its order relative to
+    /// `call_soon` as asyncio's shared deque does; from other threads it goes through the inbox
+    /// and wakes the poll.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let (debug, inbox) = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            let inbox = match me.thread_id {
+                Some(t) if t != current_thread() => me.inbox.clone(),
+                _ => None,
+            };
+            (me.debug, inbox)
+        };
+        check_callback(&callback, "call_soon_threadsafe", debug)?;
+        let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
+        match inbox {
+            Some(inbox) => inbox.push(handle.clone().unbind())?,
+            None => slf.try_borrow_mut()?.ready.push_back(handle.clone().unbind()),
+        }
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, true)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, false)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, true)
+    }
+
+    /// A handle that is not scheduled yet (signal handlers keep one and queue it per signal).
+    #[pyo3(signature = (callback, args, context=None))]
+    fn _make_handle<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
+        Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)
+    }
+
+    /// Pushes an existing handle to the ready queue (signal handlers use it).
+    fn _add_callback(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        slf.try_borrow_mut()?.ready.push_back(handle);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread_id.is_some()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug
+    }
+
+    fn _set_debug_flag(&mut self, enabled: bool) {
+        self.debug = enabled;
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.debug
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed
+    }
+
+    #[getter]
+    fn _thread_id(&self) -> Option<u64> {
+        self.thread_id
+    }
+
+    /// Number of ready handles and of scheduled timers (cancelled included), for tests and repr.
+    fn _queue_sizes(&self) -> (usize, usize) {
+        (self.ready.len(), self.timers.len())
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    fn _timer_handle_cancelled(slf: &Bound<'_, Self>, _handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Our own TimerHandles notify the heap themselves; asyncio.TimerHandle objects created by
+        // third-party code against this loop are not in the heap, so there is nothing to count.
+        let _ = slf;
+        Ok(())
+    }
+
+    /// Marks the loop running on this thread (the start of asyncio's `run_forever`).
+    fn _enter_run(&mut self) -> PyResult<()> {
+        self.check_closed()?;
+        if self.thread_id.is_some() {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        self.thread_id = Some(current_thread());
+        Ok(())
+    }
+
+    /// The end of asyncio's `run_forever`: not stopping, not running.
+    fn _leave_run(&mut self) {
+        self.stopping = false;
+        self.thread_id = None;
+    }
+
+    /// Runs iterations until `stop()`.
+    fn _run_forever_core(slf: &Bound<'_, Self>) -> PyResult<()> {
+        loop {
+            Self::run_once(slf)?;
+            if slf.try_borrow()?.stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once(slf)
+    }
+
+    /// Releases everything the loop holds and closes its epoll and eventfd; returns False when it
+    /// was closed already.
+    fn _close_core(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let released = {
+            let mut me = slf.try_borrow_mut()?;
+            if me.thread_id.is_some() {
+                return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+            }
+            if me.closed {
+                return Ok(false);
+            }
+            me.closed = true;
+            let mut released: Vec<Py<Handle>> = me.ready.drain(..).collect();
+            released.extend(me.timers.clear());
+            released.extend(me.readers.drain().map(|(_, h)| h));
+            released.extend(me.writers.drain().map(|(_, h)| h));
+            if let Some(inbox) = me.inbox.take() {
+                released.extend(inbox.clear());
+            }
+            released.append(&mut me.graveyard);
+            me.spare = VecDeque::new();
+            me.poller = None;
+            released
+        };
+        drop(released);
+        Ok(true)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for h in self
+            .ready
+            .iter()
+            .chain(self.spare.iter())
+            .chain(self.timers.iter())
+            .chain(self.graveyard.iter())
+            .chain(self.readers.values())
+            .chain(self.writers.values())
+        {
+            visit.call(h)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.ready.clear();
+        self.spare.clear();
+        self.timers.clear();
+        self.graveyard.clear();
+        self.readers.clear();
+        self.writers.clear();
+    }
+}
+
+impl LoopCore {
+    fn schedule_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        method: &str,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        let debug = Self::check_schedule(slf, &callback, method)?;
+        let timer = Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
+        timer.as_super().try_borrow_mut()?.scheduled = true;
+        let base: Py<Handle> = timer.as_super().clone().unbind();
+        slf.try_borrow_mut()?.timers.push(when, base);
+        Ok(timer)
+    }
+}

@@ -1,0 +1,435 @@
+//! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return, as asyncio's
+//! `events.Handle`/`events.TimerHandle`.
+//!
+//! A handle owns the callback, its arguments and the `contextvars.Context` it runs in. Running one
+//! enters the context with `PyContext_Enter` instead of calling `Context.run`, which saves building
+//! a bound method and an argument tuple per callback.
+//!
+//! Handles are collected by the cyclic GC (`__traverse__`/`__clear__`): a very common pattern,
+//! `self._timer = loop.call_later(t, self._on_timeout)`, makes a cycle through the handle.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::event_loop::LoopCore;
+
+static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GETFRAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// asyncio's `format_helpers._format_callback_source`, e.g. `cb(1, 2) at file.py:12`.
+pub(crate) fn format_callback_source(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+) -> PyResult<String> {
+    FORMAT_CALLBACK_SOURCE
+        .import(py, "asyncio.format_helpers", "_format_callback_source")?
+        .call1((callback, args))?
+        .extract()
+}
+
+/// The caller's stack as asyncio's debug mode records it (`format_helpers.extract_stack`).
+fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // Frame 0 is the innermost Python frame: the code that called into the loop, since the loop's
+    // own method is native and has no frame.
+    let frame = GETFRAME.import(py, "sys", "_getframe")?.call1((0,))?;
+    Ok(EXTRACT_STACK
+        .import(py, "asyncio.format_helpers", "extract_stack")?
+        .call1((frame,))?
+        .unbind())
+}
+
+/// A callback scheduled on the loop.
+#[pyclass(module = "ferroloop._ferroloop", subclass, weakref, freelist = 1024)]
+pub struct Handle {
+    pub(crate) callback: Option<Py<PyAny>>,
+    pub(crate) args: Option<Py<PyTuple>>,
+    pub(crate) context: Option<Py<PyAny>>,
+    pub(crate) loop_: Option<Py<PyAny>>,
+    pub(crate) source_traceback: Option<Py<PyAny>>,
+    /// In debug mode the repr is frozen at cancel time, before the callback is released
+    /// (asyncio's `Handle.cancel`).
+    pub(crate) repr: Option<String>,
+    pub(crate) cancelled: bool,
+    /// Timer handles only: the deadline, and whether the handle still sits in the timer heap.
+    pub(crate) when: f64,
+    pub(crate) scheduled: bool,
+}
+
+/// A callback scheduled for a deadline.
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle, freelist = 1024)]
+pub struct TimerHandle {}
+
+impl Handle {
+    /// Builds a handle; `context=None` means a copy of the current context, as asyncio.
+    pub(crate) fn build(
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        loop_: &Bound<'_, PyAny>,
+        debug: bool,
+        when: Option<f64>,
+    ) -> PyResult<Handle> {
+        let context = match context {
+            Some(ctx) if !ctx.is_none() => ctx.unbind(),
+            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception set,
+            // which from_owned_ptr_or_err turns into an error.
+            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind(),
+        };
+        let source_traceback = if debug { Some(extract_stack(py)?) } else { None };
+        Ok(Handle {
+            callback: Some(callback.unbind()),
+            args: Some(args.unbind()),
+            context: Some(context),
+            loop_: Some(loop_.clone().unbind()),
+            source_traceback,
+            repr: None,
+            cancelled: false,
+            when: when.unwrap_or(0.0),
+            scheduled: false,
+        })
+    }
+
+    pub(crate) fn new_plain<'py>(
+        py: Python<'py>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        loop_: &Bound<'py, PyAny>,
+        debug: bool,
+    ) -> PyResult<Bound<'py, Handle>> {
+        Bound::new(
+            py,
+            Handle::build(py, callback, args, context, loop_, debug, None)?,
+        )
+    }
+
+    pub(crate) fn new_timer<'py>(
+        py: Python<'py>,
+        when: f64,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        loop_: &Bound<'py, PyAny>,
+        debug: bool,
+    ) -> PyResult<Bound<'py, TimerHandle>> {
+        let base = Handle::build(py, callback, args, context, loop_, debug, Some(when))?;
+        Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle {}))
+    }
+
+    /// asyncio's `Handle._repr_info()`.
+    fn repr_info(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+        let py = slf.py();
+        let mut info = vec![slf.get_type().name()?.to_string()];
+        let (callback, args, cancelled, when, source_traceback, is_timer) = {
+            let h = slf.try_borrow()?;
+            (
+                h.callback.as_ref().map(|c| c.clone_ref(py)),
+                h.args.as_ref().map(|a| a.clone_ref(py)),
+                h.cancelled,
+                h.when,
+                h.source_traceback.as_ref().map(|s| s.clone_ref(py)),
+                slf.is_instance_of::<TimerHandle>(),
+            )
+        };
+        if cancelled {
+            info.push("cancelled".to_owned());
+        }
+        if let (Some(cb), Some(args)) = (&callback, &args) {
+            info.push(format_callback_source(py, cb, args)?);
+        }
+        if let Some(tb) = source_traceback {
+            let tb = tb.bind(py);
+            if tb.len()? > 0 {
+                let frame = tb.get_item(-1)?;
+                let file: String = frame.get_item(0)?.str()?.extract()?;
+                let line: String = frame.get_item(1)?.str()?.extract()?;
+                info.push(format!("created at {file}:{line}"));
+            }
+        }
+        if is_timer {
+            // Python's repr of a float, as asyncio's f'when={self._when}'.
+            let when = pyo3::types::PyFloat::new(py, when).repr()?.to_string();
+            info.insert(1, format!("when={when}"));
+        }
+        Ok(info)
+    }
+
+    /// asyncio's `Handle.cancel()`; returns the loop to notify when a scheduled timer was
+    /// cancelled. The callback and arguments are released after the handle is no longer borrowed,
+    /// since releasing them can run arbitrary Python code.
+    pub(crate) fn cancel_handle(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let debug_repr = {
+            let h = slf.try_borrow()?;
+            if h.cancelled {
+                return Ok(());
+            }
+            match &h.loop_ {
+                Some(l) if l.bind(py).call_method0("get_debug")?.is_truthy()? => true,
+                _ => false,
+            }
+        };
+        let repr = if debug_repr {
+            Some(Self::repr_info(slf)?)
+        } else {
+            None
+        };
+        let (released, notify) = {
+            let mut h = slf.try_borrow_mut()?;
+            if h.cancelled {
+                return Ok(());
+            }
+            h.cancelled = true;
+            if let Some(info) = repr {
+                // repr_info ran before the flag was set; say it is cancelled, as asyncio does.
+                let mut info = info;
+                let pos = if slf.is_instance_of::<TimerHandle>() { 2 } else { 1 };
+                info.insert(pos.min(info.len()), "cancelled".to_owned());
+                h.repr = Some(format!("<{}>", info.join(" ")));
+            }
+            let notify = if h.scheduled {
+                h.scheduled = false;
+                h.loop_.as_ref().map(|l| l.clone_ref(py))
+            } else {
+                None
+            };
+            ((h.callback.take(), h.args.take()), notify)
+        };
+        drop(released);
+        if let Some(loop_) = notify {
+            if let Ok(core) = loop_.bind(py).cast::<LoopCore>() {
+                LoopCore::timer_handle_cancelled(core)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for the exceptions asyncio lets out of `run_forever` instead of reporting them.
+pub(crate) fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+/// Calls `callback(*args)` inside `context`.
+fn call_in_context(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    // SAFETY: `context` is a live object; PyContext_Enter type-checks it and fails with an
+    // exception set (not a crash) if it is not a Context or is already entered.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let args = args.bind(py);
+    let result = if args.is_empty() {
+        callback.bind(py).call0()
+    } else {
+        callback.bind(py).call1(args)
+    };
+    // SAFETY: balances the successful PyContext_Enter above on the same thread.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
+        let exit_err = PyErr::fetch(py);
+        result?;
+        return Err(exit_err);
+    }
+    result.map(drop)
+}
+
+/// asyncio's `Handle._run()`: runs the callback; an exception goes to the loop's exception
+/// handler. Only `KeyboardInterrupt`, `SystemExit` and a failing exception handler come back as
+/// errors, to leave `run_forever`.
+pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let (callback, args, context) = {
+        let h = handle.try_borrow()?;
+        if h.cancelled {
+            return Ok(());
+        }
+        match (&h.callback, &h.args, &h.context) {
+            (Some(cb), Some(args), Some(ctx)) => {
+                (cb.clone_ref(py), args.clone_ref(py), ctx.clone_ref(py))
+            }
+            _ => return Ok(()),
+        }
+    };
+    match call_in_context(py, &callback, &args, &context) {
+        Ok(()) => Ok(()),
+        Err(err) if is_fatal(py, &err) => Err(err),
+        Err(err) => report_callback_error(py, handle, &callback, &args, err),
+    }
+}
+
+#[cold]
+fn report_callback_error(
+    py: Python<'_>,
+    handle: &Bound<'_, Handle>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    err: PyErr,
+) -> PyResult<()> {
+    let (loop_, source_traceback) = {
+        let h = handle.try_borrow()?;
+        (
+            h.loop_.as_ref().map(|l| l.clone_ref(py)),
+            h.source_traceback.as_ref().map(|s| s.clone_ref(py)),
+        )
+    };
+    let cb = format_callback_source(py, callback, args)?;
+    let context = PyDict::new(py);
+    context.set_item("message", format!("Exception in callback {cb}"))?;
+    context.set_item("exception", err.value(py))?;
+    context.set_item("handle", handle)?;
+    if let Some(tb) = source_traceback {
+        if tb.bind(py).is_truthy()? {
+            context.set_item("source_traceback", tb)?;
+        }
+    }
+    match loop_ {
+        Some(l) => l
+            .bind(py)
+            .call_method1("call_exception_handler", (context,))
+            .map(drop),
+        None => Ok(()),
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::cancel_handle(slf)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run_handle(slf.py(), slf)
+    }
+
+    fn _repr_info(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+        Self::repr_info(slf)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        if let Some(r) = &slf.try_borrow()?.repr {
+            return Ok(r.clone());
+        }
+        Ok(format!("<{}>", Self::repr_info(slf)?.join(" ")))
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.callback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.args.as_ref().map(|a| a.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter(_loop)]
+    fn loop_(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.callback = None;
+        self.args = None;
+        self.context = None;
+        self.loop_ = None;
+        self.source_traceback = None;
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// The absolute deadline, on the loop's clock.
+    fn when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _scheduled(slf: PyRef<'_, Self>) -> bool {
+        slf.as_super().scheduled
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> isize {
+        // As asyncio's TimerHandle: equal handles must hash alike, and equality looks at `when`.
+        let when = slf.as_super().when;
+        let bits = if when == 0.0 { 0 } else { when.to_bits() };
+        (bits ^ (bits >> 32)) as isize
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.as_super().try_borrow()?;
+        let b = other.as_super().try_borrow()?;
+        let same = slf.is(other)
+            || (a.when == b.when
+                && a.cancelled == b.cancelled
+                && a.callback.as_ref().map(|c| c.as_ptr()) == b.callback.as_ref().map(|c| c.as_ptr())
+                && match (&a.args, &b.args) {
+                    (Some(x), Some(y)) => x.bind(py).eq(y.bind(py))?,
+                    (None, None) => true,
+                    _ => false,
+                });
+        let result = match op {
+            CompareOp::Eq => same,
+            CompareOp::Ne => !same,
+            CompareOp::Lt => a.when < b.when,
+            CompareOp::Gt => a.when > b.when,
+            CompareOp::Le => a.when < b.when || same,
+            CompareOp::Ge => a.when > b.when || same,
+        };
+        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+}
