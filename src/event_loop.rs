@@ -35,6 +35,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyInt, PyTuple};
 
+use crate::errors::os_error;
 use crate::handles::{run_handle, Handle, TimerHandle};
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`.
@@ -59,7 +60,12 @@ fn closed_error() -> PyErr {
 }
 
 fn is_cancelled(py: Python<'_>) -> impl Fn(&Py<Handle>) -> bool + '_ {
-    move |h| h.bind(py).try_borrow().map(|h| h.cancelled).unwrap_or(false)
+    move |h| {
+        h.bind(py)
+            .try_borrow()
+            .map(|h| h.cancelled)
+            .unwrap_or(false)
+    }
 }
 
 /// asyncio's `selectors._fileobj_to_fd`.
@@ -72,7 +78,10 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             Ok(f) => f,
             Err(_) => return Err(invalid()),
         };
-        match fileno.call_method0("__index__").and_then(|i| i.extract::<i64>()) {
+        match fileno
+            .call_method0("__index__")
+            .and_then(|i| i.extract::<i64>())
+        {
             Ok(fd) => fd,
             Err(_) => return Err(invalid()),
         }
@@ -82,8 +91,7 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             "Invalid file descriptor: {fd}"
         )));
     }
-    RawFd::try_from(fd)
-        .map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
@@ -164,7 +172,11 @@ impl LoopCore {
     }
 
     /// Checks done before scheduling anything; returns the debug flag.
-    fn check_schedule(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<bool> {
+    fn check_schedule(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+    ) -> PyResult<bool> {
         let debug = {
             let me = slf.try_borrow()?;
             me.check_closed()?;
@@ -189,7 +201,8 @@ impl LoopCore {
         {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
-            me.timers.note_cancelled(is_cancelled(py), &mut me.graveyard);
+            me.timers
+                .note_cancelled(is_cancelled(py), &mut me.graveyard);
         }
         Self::bury(slf)
     }
@@ -210,7 +223,9 @@ impl LoopCore {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
             let poller = me.poller.as_mut().ok_or_else(|| {
-                PyRuntimeError::new_err(format!("{method}() called while the loop is polling in another thread"))
+                PyRuntimeError::new_err(format!(
+                    "{method}() called while the loop is polling in another thread"
+                ))
             })?;
             let mut interest = poller.reactor.interest(fd);
             if write {
@@ -218,8 +233,15 @@ impl LoopCore {
             } else {
                 interest.read = true;
             }
-            poller.reactor.set_interest(fd, interest)?;
-            let map = if write { &mut me.writers } else { &mut me.readers };
+            poller
+                .reactor
+                .set_interest(fd, interest)
+                .map_err(os_error)?;
+            let map = if write {
+                &mut me.writers
+            } else {
+                &mut me.readers
+            };
             map.insert(fd, handle.clone_ref(py))
         };
         if let Some(old) = old {
@@ -237,7 +259,11 @@ impl LoopCore {
         let old = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
-            let map = if write { &mut me.writers } else { &mut me.readers };
+            let map = if write {
+                &mut me.writers
+            } else {
+                &mut me.readers
+            };
             let Some(old) = map.remove(&fd) else {
                 return Ok(false);
             };
@@ -330,7 +356,7 @@ impl LoopCore {
         Self::bury(slf)?;
         if let Err(err) = polled {
             if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err.into());
+                return Err(os_error(err));
             }
             // Ctrl-C while blocked: run the interpreter's signal handlers now.
             py.check_signals()?;
@@ -387,7 +413,7 @@ impl LoopCore {
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
-        let reactor = Reactor::new()?;
+        let reactor = Reactor::new().map_err(os_error)?;
         let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
         Ok(LoopCore {
             ready: VecDeque::new(),
@@ -423,7 +449,9 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, Handle>> {
         let debug = Self::check_schedule(slf, &callback, "call_soon")?;
         let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
-        slf.try_borrow_mut()?.ready.push_back(handle.clone().unbind());
+        slf.try_borrow_mut()?
+            .ready
+            .push_back(handle.clone().unbind());
         Ok(handle)
     }
 
@@ -436,7 +464,14 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
-        Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context, "call_later")
+        Self::schedule_at(
+            slf,
+            clock::monotonic() + delay,
+            callback,
+            args,
+            context,
+            "call_later",
+        )
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -474,8 +509,11 @@ impl LoopCore {
         check_callback(&callback, "call_soon_threadsafe", debug)?;
         let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
         match inbox {
-            Some(inbox) => inbox.push(handle.clone().unbind())?,
-            None => slf.try_borrow_mut()?.ready.push_back(handle.clone().unbind()),
+            Some(inbox) => inbox.push(handle.clone().unbind()).map_err(os_error)?,
+            None => slf
+                .try_borrow_mut()?
+                .ready
+                .push_back(handle.clone().unbind()),
         }
         Ok(handle)
     }
@@ -587,7 +625,9 @@ impl LoopCore {
     fn _enter_run(&mut self) -> PyResult<()> {
         self.check_closed()?;
         if self.thread_id.is_some() {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         self.thread_id = Some(current_thread());
         Ok(())
@@ -676,7 +716,8 @@ impl LoopCore {
         method: &str,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let debug = Self::check_schedule(slf, &callback, method)?;
-        let timer = Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
+        let timer =
+            Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
         timer.as_super().try_borrow_mut()?.scheduled = true;
         let base: Py<Handle> = timer.as_super().clone().unbind();
         slf.try_borrow_mut()?.timers.push(when, base);

@@ -80,9 +80,15 @@ impl Handle {
             Some(ctx) if !ctx.is_none() => ctx.unbind(),
             // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception set,
             // which from_owned_ptr_or_err turns into an error.
-            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind(),
+            _ => {
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind()
+            }
         };
-        let source_traceback = if debug { Some(extract_stack(py)?) } else { None };
+        let source_traceback = if debug {
+            Some(extract_stack(py)?)
+        } else {
+            None
+        };
         Ok(Handle {
             callback: Some(callback.unbind()),
             args: Some(args.unbind()),
@@ -120,7 +126,10 @@ impl Handle {
         debug: bool,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let base = Handle::build(py, callback, args, context, loop_, debug, Some(when))?;
-        Bound::new(py, PyClassInitializer::from(base).add_subclass(TimerHandle {}))
+        Bound::new(
+            py,
+            PyClassInitializer::from(base).add_subclass(TimerHandle {}),
+        )
     }
 
     /// asyncio's `Handle._repr_info()`.
@@ -166,15 +175,16 @@ impl Handle {
     /// since releasing them can run arbitrary Python code.
     pub(crate) fn cancel_handle(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let debug_repr = {
+        let loop_ = {
             let h = slf.try_borrow()?;
             if h.cancelled {
                 return Ok(());
             }
-            match &h.loop_ {
-                Some(l) if l.bind(py).call_method0("get_debug")?.is_truthy()? => true,
-                _ => false,
-            }
+            h.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
+        let debug_repr = match loop_ {
+            Some(l) => l.bind(py).call_method0("get_debug")?.is_truthy()?,
+            None => false,
         };
         let repr = if debug_repr {
             Some(Self::repr_info(slf)?)
@@ -190,7 +200,11 @@ impl Handle {
             if let Some(info) = repr {
                 // repr_info ran before the flag was set; say it is cancelled, as asyncio does.
                 let mut info = info;
-                let pos = if slf.is_instance_of::<TimerHandle>() { 2 } else { 1 };
+                let pos = if slf.is_instance_of::<TimerHandle>() {
+                    2
+                } else {
+                    1
+                };
                 info.insert(pos.min(info.len()), "cancelled".to_owned());
                 h.repr = Some(format!("<{}>", info.join(" ")));
             }
@@ -416,7 +430,8 @@ impl TimerHandle {
         let same = slf.is(other)
             || (a.when == b.when
                 && a.cancelled == b.cancelled
-                && a.callback.as_ref().map(|c| c.as_ptr()) == b.callback.as_ref().map(|c| c.as_ptr())
+                && a.callback.as_ref().map(|c| c.as_ptr())
+                    == b.callback.as_ref().map(|c| c.as_ptr())
                 && match (&a.args, &b.args) {
                     (Some(x), Some(y)) => x.bind(py).eq(y.bind(py))?,
                     (None, None) => true,
@@ -430,6 +445,9 @@ impl TimerHandle {
             CompareOp::Le => a.when < b.when || same,
             CompareOp::Ge => a.when > b.when || same,
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }

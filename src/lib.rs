@@ -1,9 +1,9 @@
 //! `ferroloop._ferroloop`: the PyO3 half of ferroloop. See `python/ferroloop/` for the Python
 //! half and `crates/ferroloop-core` for the interpreter-free core.
 //!
-//! Errors: `std::io::Error` converts into `OSError` (the subclass matching its errno) through
-//! PyO3's `From<io::Error> for PyErr`, the one place that mapping is made.
+//! Errors: every `std::io::Error` goes through `errors::os_error`.
 
+mod errors;
 mod event_loop;
 mod handles;
 

@@ -62,7 +62,9 @@ _NOT_YET = {
 
 def _not_yet(name: str, where: str):
     async def method(self, *args, **kwargs):
-        raise NotImplementedError(f"ferroloop does not implement {name}() yet: it comes with {where}")
+        raise NotImplementedError(
+            f"ferroloop does not implement {name}() yet: it comes with {where}"
+        )
 
     method.__name__ = method.__qualname__ = name
     return method
@@ -257,7 +259,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             else:
                 try:
                     await asyncio.wait_for(asyncio.shield(future), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     warnings.warn(
                         "The executor did not finishing joining its threads within "
                         f"{timeout} seconds.",
@@ -301,9 +303,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             return
         closing_agens = list(self._asyncgens)
         self._asyncgens.clear()
-        results = await tasks.gather(
-            *[ag.aclose() for ag in closing_agens], return_exceptions=True
-        )
+        results = await tasks.gather(*[ag.aclose() for ag in closing_agens], return_exceptions=True)
         for result, agen in zip(results, closing_agens):
             if isinstance(result, Exception):
                 self.call_exception_handler(
@@ -548,6 +548,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
 for _name, _where in _NOT_YET.items():
     setattr(Loop, _name, _not_yet(_name, _where))
 del _name, _where
+
 
 def _after_fork_in_child():
     # A forked child must not find the parent's loop running (asyncio does the same in 3.12).
