@@ -38,6 +38,9 @@ use pyo3::types::{PyInt, PyTuple};
 use crate::errors::os_error;
 use crate::handles::{run_handle, Handle, TimerHandle};
 
+/// How many emptied handles the loop keeps for reuse.
+const HANDLE_POOL_SIZE: usize = 512;
+
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`.
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 
@@ -139,6 +142,8 @@ pub struct LoopCore {
     timers: TimerHeap<Py<Handle>>,
     /// Handles removed while the state was borrowed, released once it is not (module docs).
     graveyard: Vec<Py<Handle>>,
+    /// Emptied plain handles ready for reuse (see `recycle`).
+    pool: Vec<Py<Handle>>,
     readers: HashMap<RawFd, Py<Handle>>,
     writers: HashMap<RawFd, Py<Handle>>,
     /// Taken out while polling, so that no borrow is held while the GIL is released.
@@ -189,6 +194,51 @@ impl LoopCore {
         Ok(debug)
     }
 
+    /// Builds a plain handle for this loop, reusing a pooled one when possible.
+    fn new_handle<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        debug: bool,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let recycled = slf.try_borrow_mut()?.pool.pop();
+        Handle::new_plain(
+            slf.py(),
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            debug,
+            recycled,
+        )
+    }
+
+    /// Takes back a handle that just ran if nothing else references it (the usual case for the
+    /// handles asyncio's Tasks and Futures schedule), so the next `call_soon` skips an allocation
+    /// and a deallocation; otherwise just releases it.
+    fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+        let py = slf.py();
+        // SAFETY: reads the reference count of a live object we hold a reference to.
+        let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
+        let bound = handle.bind(py);
+        if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) {
+            return Ok(());
+        }
+        let contents = match bound.try_borrow_mut() {
+            Ok(mut h) => h.take_contents(),
+            Err(_) => return Ok(()),
+        };
+        // Released with nothing borrowed: these may hold the last reference to objects with
+        // finalizers. The handle itself is unreachable from Python (refcount 1, no weakrefs).
+        drop(contents);
+        let mut me = slf.try_borrow_mut()?;
+        if me.pool.len() < HANDLE_POOL_SIZE {
+            me.pool.push(handle);
+        }
+        Ok(())
+    }
+
     /// Releases the handles parked while the state was borrowed.
     fn bury(slf: &Bound<'_, Self>) -> PyResult<()> {
         let dead = std::mem::take(&mut slf.try_borrow_mut()?.graveyard);
@@ -218,7 +268,7 @@ impl LoopCore {
         let method = if write { "add_writer" } else { "add_reader" };
         let debug = Self::check_schedule(slf, &callback, method)?;
         let fd = fileobj_to_fd(fd)?;
-        let handle = Handle::new_plain(py, callback, args, None, slf.as_any(), debug)?.unbind();
+        let handle = Self::new_handle(slf, callback, args, None, debug)?.unbind();
         let old = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
@@ -369,26 +419,31 @@ impl LoopCore {
             std::mem::swap(&mut batch, &mut me.ready);
             (batch, me.debug)
         };
+        let mut outcome = Ok(());
         while let Some(handle) = batch.pop_front() {
             let result = if debug {
                 Self::run_handle_debug(slf, handle.bind(py))
             } else {
                 run_handle(py, handle.bind(py))
             };
-            // Released here, with nothing borrowed: the handle may hold the last reference to
-            // objects with finalizers.
-            drop(handle);
-            if let Err(err) = result {
-                // asyncio pops handles one at a time, so what did not run stays ready.
-                let mut me = slf.try_borrow_mut()?;
-                while let Some(h) = batch.pop_back() {
-                    me.ready.push_front(h);
-                }
-                me.spare = batch;
-                return Err(err);
+            // Released (or recycled) here, with nothing borrowed: the handle may hold the last
+            // reference to objects with finalizers.
+            let recycled = Self::recycle(slf, handle);
+            if let Err(err) = result.and(recycled) {
+                outcome = Err(err);
+                break;
             }
         }
-        slf.try_borrow_mut()?.spare = batch;
+        let mut me = slf.try_borrow_mut()?;
+        if outcome.is_err() {
+            // asyncio pops handles one at a time, so what did not run stays ready.
+            while let Some(h) = batch.pop_back() {
+                me.ready.push_front(h);
+            }
+        }
+        me.spare = batch;
+        drop(me);
+        outcome?;
         py.check_signals()
     }
 
@@ -420,6 +475,7 @@ impl LoopCore {
             spare: VecDeque::new(),
             timers: TimerHeap::new(),
             graveyard: Vec::new(),
+            pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             readers: HashMap::new(),
             writers: HashMap::new(),
             poller: Some(Box::new(Poller {
@@ -448,7 +504,7 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let debug = Self::check_schedule(slf, &callback, "call_soon")?;
-        let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
+        let handle = Self::new_handle(slf, callback, args, context, debug)?;
         slf.try_borrow_mut()?
             .ready
             .push_back(handle.clone().unbind());
@@ -507,7 +563,9 @@ impl LoopCore {
             (me.debug, inbox)
         };
         check_callback(&callback, "call_soon_threadsafe", debug)?;
-        let handle = Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)?;
+        // Not from the pool, which belongs to the loop's thread.
+        let handle =
+            Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)?;
         match inbox {
             Some(inbox) => inbox.push(handle.clone().unbind()).map_err(os_error)?,
             None => slf
@@ -555,7 +613,7 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
-        Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug)
+        Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)
     }
 
     /// Pushes an existing handle to the ready queue (signal handlers use it).
@@ -673,6 +731,7 @@ impl LoopCore {
                 released.extend(inbox.clear());
             }
             released.append(&mut me.graveyard);
+            released.append(&mut me.pool);
             me.spare = VecDeque::new();
             me.poller = None;
             released
@@ -701,6 +760,7 @@ impl LoopCore {
         self.spare.clear();
         self.timers.clear();
         self.graveyard.clear();
+        self.pool.clear();
         self.readers.clear();
         self.writers.clear();
     }

@@ -5,6 +5,10 @@
 //! enters the context with `PyContext_Enter` instead of calling `Context.run`, which saves building
 //! a bound method and an argument tuple per callback.
 //!
+//! Plain handles that nobody else references once they ran are recycled by the loop (see
+//! `LoopCore::recycle`), which is why `Handle` does not support weak references: a recycled
+//! object must not be observable.
+//!
 //! Handles are collected by the cyclic GC (`__traverse__`/`__clear__`): a very common pattern,
 //! `self._timer = loop.call_later(t, self._on_timeout)`, makes a cycle through the handle.
 
@@ -45,7 +49,7 @@ fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
 }
 
 /// A callback scheduled on the loop.
-#[pyclass(module = "ferroloop._ferroloop", subclass, weakref, freelist = 1024)]
+#[pyclass(module = "ferroloop._ferroloop", subclass)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
@@ -62,7 +66,7 @@ pub struct Handle {
 }
 
 /// A callback scheduled for a deadline.
-#[pyclass(module = "ferroloop._ferroloop", extends = Handle, freelist = 1024)]
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle)]
 pub struct TimerHandle {}
 
 impl Handle {
@@ -102,6 +106,8 @@ impl Handle {
         })
     }
 
+    /// A plain handle, reusing `recycled` (a handle the loop took back, see `LoopCore::recycle`)
+    /// when there is one.
     pub(crate) fn new_plain<'py>(
         py: Python<'py>,
         callback: Bound<'py, PyAny>,
@@ -109,10 +115,40 @@ impl Handle {
         context: Option<Bound<'py, PyAny>>,
         loop_: &Bound<'py, PyAny>,
         debug: bool,
+        recycled: Option<Py<Handle>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        Bound::new(
-            py,
-            Handle::build(py, callback, args, context, loop_, debug, None)?,
+        let fresh = Handle::build(py, callback, args, context, loop_, debug, None)?;
+        match recycled {
+            Some(h) => {
+                let h = h.into_bound(py);
+                // The recycled handle was emptied when it was taken back, so this drops nothing.
+                *h.try_borrow_mut()? = fresh;
+                Ok(h)
+            }
+            None => Bound::new(py, fresh),
+        }
+    }
+
+    /// Empties a handle the loop is taking back, returning what it held so the caller can release
+    /// it at a safe point.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_contents(
+        &mut self,
+    ) -> (
+        Option<Py<PyAny>>,
+        Option<Py<PyTuple>>,
+        Option<Py<PyAny>>,
+        Option<Py<PyAny>>,
+        Option<Py<PyAny>>,
+    ) {
+        self.cancelled = false;
+        self.scheduled = false;
+        (
+            self.callback.take(),
+            self.args.take(),
+            self.context.take(),
+            self.loop_.take(),
+            self.source_traceback.take(),
         )
     }
 
