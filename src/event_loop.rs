@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use ferroloop_core::clock;
 use ferroloop_core::inbox::Inbox;
-use ferroloop_core::reactor::{Events, Reactor};
+use ferroloop_core::reactor::{Events, Interest, Reactor};
 use ferroloop_core::timers::TimerHeap;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -365,27 +365,35 @@ impl LoopCore {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
             for ev in poller.events.iter() {
-                for (ready, map, write) in [
-                    (ev.readable, &mut me.readers, false),
-                    (ev.writable, &mut me.writers, true),
+                let mut stale = false;
+                for (ready, map) in [
+                    (ev.readable, &mut me.readers),
+                    (ev.writable, &mut me.writers),
                 ] {
                     if !ready {
                         continue;
                     }
-                    let Some(h) = map.get(&ev.fd) else { continue };
-                    if is_cancelled(py)(h) {
+                    match map.get(&ev.fd) {
                         // As asyncio's _process_events: a cancelled watcher is unregistered.
-                        let h = map.remove(&ev.fd).expect("looked up above");
-                        me.graveyard.push(h);
-                        let mut interest = poller.reactor.interest(ev.fd);
-                        if write {
-                            interest.write = false;
-                        } else {
-                            interest.read = false;
+                        Some(h) if is_cancelled(py)(h) => {
+                            me.graveyard
+                                .push(map.remove(&ev.fd).expect("looked up above"));
+                            stale = true;
                         }
-                        let _ = poller.reactor.set_interest(ev.fd, interest);
-                    } else {
-                        me.ready.push_back(h.clone_ref(py));
+                        Some(h) => me.ready.push_back(h.clone_ref(py)),
+                        None => stale = true,
+                    }
+                }
+                if stale {
+                    // The registration no longer matches the watchers (a cancelled one, or one
+                    // removed from another thread while we polled): fix it, or a level-triggered
+                    // fd would wake every poll.
+                    let want = Interest {
+                        read: me.readers.contains_key(&ev.fd),
+                        write: me.writers.contains_key(&ev.fd),
+                    };
+                    if poller.reactor.interest(ev.fd) != want {
+                        let _ = poller.reactor.set_interest(ev.fd, want);
                     }
                 }
             }
