@@ -30,10 +30,11 @@ use ferroloop_core::inbox::Inbox;
 use ferroloop_core::reactor::{Events, Interest, Reactor};
 use ferroloop_core::timers::TimerHeap;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{run_handle, Handle, TimerHandle};
@@ -45,6 +46,9 @@ const HANDLE_POOL_SIZE: usize = 512;
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 
 static ISCOROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASKS_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SET_TASK_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 struct Poller {
@@ -142,6 +146,8 @@ pub struct LoopCore {
     timers: TimerHeap<Py<Handle>>,
     /// Handles removed while the state was borrowed, released once it is not (module docs).
     graveyard: Vec<Py<Handle>>,
+    /// `set_task_factory`'s factory.
+    task_factory: Option<Py<PyAny>>,
     /// Emptied plain handles ready for reuse (see `recycle`).
     pool: Vec<Py<Handle>>,
     readers: HashMap<RawFd, Py<Handle>>,
@@ -484,6 +490,7 @@ impl LoopCore {
             timers: TimerHeap::new(),
             graveyard: Vec::new(),
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
+            task_factory: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
             poller: Some(Box::new(Poller {
@@ -610,6 +617,94 @@ impl LoopCore {
 
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_watcher(slf, fd, true)
+    }
+
+    /// `asyncio.Future(loop=self)`. The class is looked up on `asyncio.futures` at each call, as
+    /// asyncio's `create_future` does, so a patched `asyncio.futures.Future` is honoured.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let futures = FUTURES_MODULE.import(py, "asyncio", "futures")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        futures
+            .getattr(intern!(py, "Future"))?
+            .call((), Some(&kwargs))
+    }
+
+    /// asyncio's `BaseEventLoop.create_task`.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let (factory, debug) = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            (me.task_factory.as_ref().map(|f| f.clone_ref(py)), me.debug)
+        };
+        let context = context.filter(|c| !c.is_none());
+        let name = name.filter(|n| !n.is_none());
+        match factory {
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "loop"), slf)?;
+                if let Some(name) = name {
+                    kwargs.set_item(intern!(py, "name"), name)?;
+                }
+                if let Some(context) = context {
+                    kwargs.set_item(intern!(py, "context"), context)?;
+                }
+                let task = TASKS_MODULE
+                    .import(py, "asyncio", "tasks")?
+                    .getattr(intern!(py, "Task"))?
+                    .call((coro,), Some(&kwargs))?;
+                if debug {
+                    // Drop this call's own frame from the recorded stack, as asyncio does.
+                    if let Ok(tb) = task.getattr(intern!(py, "_source_traceback")) {
+                        if tb.is_truthy()? {
+                            tb.del_item(-1)?;
+                        }
+                    }
+                }
+                Ok(task)
+            }
+            Some(factory) => {
+                let factory = factory.bind(py);
+                let task = match context {
+                    // The legacy two-argument form when no context is asked for.
+                    None => factory.call1((slf, coro))?,
+                    Some(context) => {
+                        let kwargs = PyDict::new(py);
+                        kwargs.set_item(intern!(py, "context"), context)?;
+                        factory.call((slf, coro), Some(&kwargs))?
+                    }
+                };
+                SET_TASK_NAME
+                    .import(py, "asyncio.tasks", "_set_task_name")?
+                    .call1((&task, name))?;
+                Ok(task)
+            }
+        }
+    }
+
+    fn set_task_factory(&mut self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none());
+        if let Some(f) = &factory {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err(
+                    "task factory must be a callable or None",
+                ));
+            }
+        }
+        self.task_factory = factory.map(Bound::unbind);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.as_ref().map(|f| f.clone_ref(py))
     }
 
     /// A handle that is not scheduled yet (signal handlers keep one and queue it per signal).
@@ -749,6 +844,7 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.task_factory)?;
         for h in self
             .ready
             .iter()
@@ -769,6 +865,7 @@ impl LoopCore {
         self.timers.clear();
         self.graveyard.clear();
         self.pool.clear();
+        self.task_factory = None;
         self.readers.clear();
         self.writers.clear();
     }

@@ -41,5 +41,8 @@ def install() -> None:
 
 def run(main, *, debug=None):
     """Run a coroutine on a new ferroloop loop, as asyncio.run() does on the stock loop."""
+    if _events._get_running_loop() is not None:
+        # As asyncio.run(): a nested call would deadlock the outer loop.
+        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)

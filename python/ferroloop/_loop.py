@@ -87,7 +87,6 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is Rust."""
 
     def __init__(self):
-        self._task_factory = None
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False
@@ -185,34 +184,6 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    # -- futures and tasks ---------------------------------------------------------------------
-
-    def create_future(self):
-        return futures.Future(loop=self)
-
-    def create_task(self, coro, *, name=None, context=None):
-        self._check_closed()
-        if self._task_factory is None:
-            task = tasks.Task(coro, loop=self, name=name, context=context)
-            if task._source_traceback:
-                del task._source_traceback[-1]
-        else:
-            if context is None:
-                # Use legacy API if context is not needed.
-                task = self._task_factory(self, coro)
-            else:
-                task = self._task_factory(self, coro, context=context)
-            tasks._set_task_name(task, name)
-        return task
-
-    def set_task_factory(self, factory):
-        if factory is not None and not callable(factory):
-            raise TypeError("task factory must be a callable or None")
-        self._task_factory = factory
-
-    def get_task_factory(self):
-        return self._task_factory
-
     # -- executors -----------------------------------------------------------------------------
 
     def _check_default_executor(self):
@@ -233,12 +204,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
 
     def set_default_executor(self, executor):
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-            warnings.warn(
-                "Using the default executor that is not an instance of ThreadPoolExecutor "
-                "is deprecated and will be prohibited in Python 3.9",
-                DeprecationWarning,
-                2,
-            )
+            raise TypeError("executor must be ThreadPoolExecutor instance")
         self._default_executor = executor
 
     async def shutdown_default_executor(self, timeout=None):
@@ -304,7 +270,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         closing_agens = list(self._asyncgens)
         self._asyncgens.clear()
         results = await tasks.gather(*[ag.aclose() for ag in closing_agens], return_exceptions=True)
-        for result, agen in zip(results, closing_agens):
+        for result, agen in zip(results, closing_agens, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler(
                     {
