@@ -512,7 +512,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon<'py>(
+    pub(crate) fn call_soon<'py>(
         slf: &Bound<'py, Self>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,

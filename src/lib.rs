@@ -5,6 +5,7 @@
 
 mod errors;
 mod event_loop;
+mod fastcall;
 mod handles;
 
 use pyo3::prelude::*;
@@ -14,5 +15,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add(
+        "_call_soon_fastcall",
+        fastcall::call_soon_descriptor(m.py())?,
+    )?;
     Ok(())
 }

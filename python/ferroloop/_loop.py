@@ -22,7 +22,7 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
 
-from ._ferroloop import LoopCore
+from ._ferroloop import LoopCore, _call_soon_fastcall
 
 __all__ = ["Loop"]
 
@@ -85,6 +85,9 @@ def _sighandler_noop(signum, frame):
 
 class Loop(LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is Rust."""
+
+    # The hand-parsed entry point (src/fastcall.rs): asyncio's Futures and Tasks call it per step.
+    call_soon = _call_soon_fastcall
 
     def __init__(self):
         self._exception_handler = None

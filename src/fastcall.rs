@@ -1,0 +1,144 @@
+//! A hand-written `METH_FASTCALL | METH_KEYWORDS` entry point for `call_soon`.
+//!
+//! Every `Future` callback and every `Task` step goes through `loop.call_soon(cb, arg,
+//! context=ctx)`, called by asyncio's C code with vectorcall. PyO3's generic argument parser
+//! (which handles any signature) costs about as much as the rest of `call_soon` together; this
+//! parser knows the one signature `(callback, *args, context=None)` and does the same checks.
+//! Measured with callgrind: about 300 instructions less per call.
+//!
+//! The function is exposed as a method descriptor bound to `LoopCore`, which the Python `Loop`
+//! class installs as its `call_soon`. The descriptor type-checks `self` before calling us.
+
+use std::panic::AssertUnwindSafe;
+use std::ptr;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use crate::event_loop::LoopCore;
+
+/// Runs `f`, turning its error or panic into a raised Python exception (a NULL return).
+fn into_raw(py: Python<'_>, f: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(obj)) => obj.into_ptr(),
+        Ok(Err(err)) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+        Err(_) => {
+            PanicException::new_err("ferroloop: internal error (panic) in call_soon").restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Parses a vectorcall of `(callback, *args, context=None)`.
+///
+/// # Safety
+/// `args` must point to `nargs` positional arguments followed by one value per name in
+/// `kwnames` (a tuple of str, or NULL), all live references, as CPython guarantees for
+/// `METH_FASTCALL | METH_KEYWORDS` functions.
+unsafe fn parse_callback_call<'py>(
+    py: Python<'py>,
+    method: &str,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<(
+    Bound<'py, PyAny>,
+    Bound<'py, PyTuple>,
+    Option<Bound<'py, PyAny>>,
+)> {
+    let nargs = usize::try_from(nargs).map_err(|_| PyValueError::new_err("bad argument count"))?;
+    let kwnames = if kwnames.is_null() {
+        None
+    } else {
+        // SAFETY: CPython passes a tuple of keyword names (or NULL, handled above).
+        Some(unsafe { Bound::from_borrowed_ptr(py, kwnames) }.cast_into::<PyTuple>()?)
+    };
+    let nkw = kwnames.as_ref().map_or(0, |k| k.len());
+    if nargs == 0 {
+        return Err(PyTypeError::new_err(format!(
+            "{method}() missing required positional argument: 'callback'"
+        )));
+    }
+    // SAFETY: per this function's contract, `args` holds `nargs + nkw` live references.
+    let all = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
+    // SAFETY: each element is a live reference (see above).
+    let callback = unsafe { Bound::from_borrowed_ptr(py, all[0]) };
+    let mut context = None;
+    if let Some(names) = &kwnames {
+        let expected = intern!(py, "context");
+        for (i, name) in names.iter().enumerate() {
+            let name = name.cast_into::<PyString>()?;
+            if !(name.is(expected) || name.as_any().eq(expected)?) {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got an unexpected keyword argument '{name}'"
+                )));
+            }
+            // SAFETY: keyword values follow the positional ones in `all`.
+            context = Some(unsafe { Bound::from_borrowed_ptr(py, all[nargs + i]) });
+        }
+    }
+    let extra = &all[1..nargs];
+    // SAFETY: PyTuple_New returns a new tuple (or NULL with an exception set), which we fill
+    // completely with new references before anyone else can see it.
+    let tuple = unsafe {
+        let t = ffi::PyTuple_New(extra.len() as ffi::Py_ssize_t);
+        if t.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, &item) in extra.iter().enumerate() {
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(t, i as ffi::Py_ssize_t, item);
+        }
+        Bound::from_owned_ptr(py, t).cast_into_unchecked::<PyTuple>()
+    };
+    Ok((callback, tuple, context))
+}
+
+/// `Loop.call_soon(callback, *args, context=None)`.
+///
+/// # Safety
+/// Called by CPython only, through the method descriptor made in [`call_soon_descriptor`].
+unsafe extern "C" fn call_soon_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls C methods with the calling thread attached to the interpreter.
+    let py = unsafe { Python::assume_attached() };
+    into_raw(py, || {
+        // SAFETY: `slf` is the live object the descriptor was called on.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        let slf = slf.cast::<LoopCore>()?;
+        // SAFETY: arguments as CPython passes them to METH_FASTCALL | METH_KEYWORDS.
+        let (callback, args, context) =
+            unsafe { parse_callback_call(py, "call_soon", args, nargs, kwnames) }?;
+        Ok(LoopCore::call_soon(slf, callback, args, context)?
+            .into_any()
+            .unbind())
+    })
+}
+
+/// The method descriptor for `call_soon`, bound to `LoopCore` and its subclasses.
+pub(crate) fn call_soon_descriptor(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // The definition must outlive the descriptor, i.e. the interpreter: leaked once per import.
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"call_soon".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: call_soon_fastcall,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.".as_ptr(),
+    }));
+    let ty = py.get_type::<LoopCore>();
+    // SAFETY: `ty` is a live type object and `def` lives forever; PyDescr_NewMethod returns a
+    // new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }
+}
