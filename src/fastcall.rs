@@ -36,6 +36,13 @@ fn into_raw(py: Python<'_>, f: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi
     }
 }
 
+/// `(callback, args, context)` of a `call_soon`-style call.
+type CallbackCall<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyTuple>,
+    Option<Bound<'py, PyAny>>,
+);
+
 /// Parses a vectorcall of `(callback, *args, context=None)`.
 ///
 /// # Safety
@@ -48,11 +55,7 @@ unsafe fn parse_callback_call<'py>(
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<(
-    Bound<'py, PyAny>,
-    Bound<'py, PyTuple>,
-    Option<Bound<'py, PyAny>>,
-)> {
+) -> PyResult<CallbackCall<'py>> {
     let nargs = usize::try_from(nargs).map_err(|_| PyValueError::new_err("bad argument count"))?;
     let kwnames = if kwnames.is_null() {
         None
