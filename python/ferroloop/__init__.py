@@ -27,8 +27,12 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(_events.BaseDefaultEventLoopPolicy):
-    """An asyncio event loop policy whose loops are ferroloop loops."""
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An asyncio event loop policy whose loops are ferroloop loops.
+
+    Derived from the platform's default policy (not the bare base policy) so that the rest of
+    its API keeps working, e.g. 3.11's get_child_watcher()/set_child_watcher() on Unix.
+    """
 
     def _loop_factory(self) -> Loop:
         return new_event_loop()

@@ -12,7 +12,7 @@ __version__: str
 
 class Loop(LoopCore, asyncio.AbstractEventLoop): ...  # type: ignore[misc]
 
-class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     def _loop_factory(self) -> Loop: ...
 
 def new_event_loop() -> Loop: ...
