@@ -14,7 +14,6 @@ use std::ptr;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
-use pyo3::intern;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -75,10 +74,11 @@ unsafe fn parse_callback_call<'py>(
     let callback = unsafe { Bound::from_borrowed_ptr(py, all[0]) };
     let mut context = None;
     if let Some(names) = &kwnames {
-        let expected = intern!(py, "context");
         for (i, name) in names.iter().enumerate() {
             let name = name.cast_into::<PyString>()?;
-            if !(name.is(expected) || name.as_any().eq(expected)?) {
+            // Byte comparison: asyncio's C code passes its own static "context" string, which is
+            // not our interned one, so a pointer check would miss and a rich compare is slow.
+            if name.to_str()? != "context" {
                 return Err(PyTypeError::new_err(format!(
                     "{method}() got an unexpected keyword argument '{name}'"
                 )));
