@@ -354,8 +354,13 @@ impl LoopCore {
                 me.timers
                     .next_deadline(is_cancelled(py), &mut me.graveyard)
                     .map(|when| {
-                        let secs = (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
-                        Duration::from_secs_f64(secs)
+                        let secs = when - clock::monotonic();
+                        // Written so NaN (a NaN deadline) gives 0, as asyncio's max(0, ...).
+                        if secs > 0.0 {
+                            Duration::from_secs_f64(secs.min(MAXIMUM_SELECT_TIMEOUT))
+                        } else {
+                            Duration::ZERO
+                        }
                     })
             };
             let poller = me.poller.take().ok_or_else(closed_error)?;

@@ -142,3 +142,18 @@ def test_unclosed_loop_is_collected_with_a_resource_warning(flavor):
         del lp
         gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("when", [float("nan"), float("-inf")])
+def test_degenerate_deadline_runs_at_once_without_crashing(loop, when):
+    ran = []
+    loop.call_at(when, ran.append, when)
+    loop.run_until_complete(__import__("asyncio").sleep(0.01))
+    assert len(ran) == 1
+
+
+def test_infinite_delay_never_fires_and_does_not_break_polling(loop):
+    ran = []
+    loop.call_later(float("inf"), ran.append, "inf")
+    loop.run_until_complete(__import__("asyncio").sleep(0.01))
+    assert ran == []

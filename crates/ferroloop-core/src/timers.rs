@@ -138,7 +138,8 @@ impl<T> TimerHeap<T> {
         loop {
             self.skip_cancelled(&is_cancelled, removed);
             match self.heap.peek() {
-                Some(top) if top.when < end_time => {}
+                // A NaN deadline counts as due, as with asyncio's `when >= end_time` test.
+                Some(top) if top.when < end_time || top.when.is_nan() => {}
                 _ => return,
             }
             let entry = self.heap.pop().expect("peeked above");
@@ -244,6 +245,13 @@ mod tests {
         assert_eq!(h.len() + removed.len(), 400);
         assert!(removed.iter().all(cancelled));
         assert_eq!(ids(&mut h, 1e9).len(), 150);
+    }
+
+    #[test]
+    fn nan_deadline_is_due_at_once() {
+        let mut h = TimerHeap::new();
+        h.push(f64::NAN, t(1));
+        assert_eq!(ids(&mut h, 0.0), vec![1]);
     }
 
     #[test]
