@@ -6,7 +6,7 @@ operations, so ``seconds / size`` is the time per operation.
 
 Run as a script it is the per-process worker used by run.py::
 
-    python bench/benchmarks.py BENCH LOOP SIZE [--warmup N]
+    python bench/benchmarks.py BENCH LOOP [SIZE] [--warmup N] [--dry]
 
 which prints one JSON object on stdout, and::
 
@@ -25,8 +25,8 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 perf_counter = time.perf_counter
 
@@ -261,7 +261,7 @@ BENCHMARKS: dict[str, Bench] = {
     "timer_churn": Bench(timer_churn, 200_000, 10_000, "timer"),
     "future_roundtrip": Bench(future_roundtrip, 200_000, 10_000, "future"),
     "task_gather": Bench(task_gather, 100_000, 10_000, "task"),
-    "sleep0_pingpong": Bench(sleep0_pingpong, 500_000, 10_000, "sleep(0)"),
+    "sleep0_pingpong": Bench(sleep0_pingpong, 500_000, 10_000, "sleep"),
     "call_soon_threadsafe": Bench(call_soon_threadsafe, 200_000, 10_000, "callback"),
     "queue_pipe": Bench(queue_pipe, 800_000, 10_000, "item"),
 }
@@ -290,14 +290,18 @@ def loop_version(name: str) -> str:
     return str(getattr(mod, "__version__", "unknown version"))
 
 
-def run_one(bench: str, loop_name: str, size: int, warmup: int = 0) -> float:
+def run_one(bench: str, loop_name: str, size: int, warmup: int = 0, dry: bool = False) -> float:
+    """Create the loop, run `warmup` untimed operations, then time `size`.
+    With dry=True do everything but call the benchmark (callgrind baseline)."""
     fn = BENCHMARKS[bench].fn
     loop = new_loop(loop_name)
     asyncio.set_event_loop(loop)
     try:
-        if warmup > 0:
+        if warmup > 0 and not dry:
             fn(loop, warmup)
         gc.collect()
+        if dry:
+            return 0.0
         return fn(loop, size)
     finally:
         asyncio.set_event_loop(None)
@@ -311,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("loop", nargs="?", choices=LOOPS)
     p.add_argument("size", nargs="?", type=int, help="default: the benchmark's full size")
     p.add_argument("--warmup", type=int, default=0, help="operations run first, untimed")
+    p.add_argument(
+        "--dry", action="store_true", help="create and close the loop but run nothing (baseline)"
+    )
     args = p.parse_args(argv)
 
     if args.check:
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.bench and args.loop):
         p.error("BENCH and LOOP are required")
     size = args.size if args.size is not None else BENCHMARKS[args.bench].size
-    elapsed = run_one(args.bench, args.loop, size, args.warmup)
+    elapsed = run_one(args.bench, args.loop, size, args.warmup, args.dry)
     print(json.dumps({"bench": args.bench, "loop": args.loop, "size": size, "seconds": elapsed}))
     return 0
 

@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+# bench/ is sys.path[0] when run as `python bench/run.py`.
+from benchmarks import BENCHMARKS, LOOPS
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "benchmarks.py"
-sys.path.insert(0, str(HERE))
-
-from benchmarks import BENCHMARKS, LOOPS  # noqa: E402
 
 
 def check_loop(name: str) -> tuple[bool, str]:
@@ -34,6 +34,7 @@ def check_loop(name: str) -> tuple[bool, str]:
     try:
         proc = subprocess.run(
             [sys.executable, str(WORKER), "--check", name],
+            check=False,
             capture_output=True,
             text=True,
             timeout=60,
@@ -50,7 +51,7 @@ def run_worker(bench: str, loop: str, size: int, warmup: int, timeout: float) ->
     """Seconds for `size` operations; raises RuntimeError on any failure."""
     cmd = [sys.executable, str(WORKER), bench, loop, str(size), "--warmup", str(warmup)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"timed out after {timeout:g} s") from None
     if proc.returncode != 0:
@@ -185,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     medians: dict[str, dict[str, float | None]] = {}
     for b in benches:
         medians[b] = {
-            lp: (statistics.median(v) / sizes[b] if (v := times[b][lp]) and lp not in errors[b]
-                 else None)
+            lp: (
+                statistics.median(v) / sizes[b]
+                if (v := times[b][lp]) and lp not in errors[b]
+                else None
+            )
             for lp in loops
         }
 
     def cell(b: str, lp: str, unit: str, scale: float) -> str:
         if lp not in loops:
-            return "—"
+            return "skipped"
         if not available.get(lp, False):
             return "n/a"
         if lp in errors[b]:
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs; {rounds} round(s), fresh process per run"
-        f"{', QUICK sizes' if args.quick else ''}{f', scale {args.scale:g}' if args.scale != 1 else ''}."
+        f"{', QUICK sizes' if args.quick else ''}"
+        f"{f', scale {args.scale:g}' if args.scale != 1 else ''}."
     )
     for name in LOOPS:
         if name not in loops:
