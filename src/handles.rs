@@ -199,62 +199,53 @@ impl Handle {
             }
         }
         if is_timer {
-            // Python's repr of a float, as asyncio's f'when={self._when}'.
+            // Python's repr of a float, as asyncio's f'when={self._when}', placed as
+            // TimerHandle._repr_info places it: after "cancelled" when there is one.
             let when = pyo3::types::PyFloat::new(py, when).repr()?.to_string();
-            info.insert(1, format!("when={when}"));
+            info.insert(if cancelled { 2 } else { 1 }, format!("when={when}"));
         }
         Ok(info)
     }
 
-    /// asyncio's `Handle.cancel()`; returns the loop to notify when a scheduled timer was
-    /// cancelled. The callback and arguments are released after the handle is no longer borrowed,
+    /// asyncio's `Handle.cancel()` (and `TimerHandle.cancel()`, which also tells the loop's timer
+    /// heap). The callback and arguments are released once the handle is no longer borrowed,
     /// since releasing them can run arbitrary Python code.
     pub(crate) fn cancel_handle(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let loop_ = {
-            let h = slf.try_borrow()?;
-            if h.cancelled {
-                return Ok(());
-            }
-            h.loop_.as_ref().map(|l| l.clone_ref(py))
-        };
-        let debug_repr = match loop_ {
-            Some(l) => l.bind(py).call_method0("get_debug")?.is_truthy()?,
-            None => false,
-        };
-        let repr = if debug_repr {
-            Some(Self::repr_info(slf)?)
-        } else {
-            None
-        };
-        let (released, notify) = {
             let mut h = slf.try_borrow_mut()?;
             if h.cancelled {
                 return Ok(());
             }
             h.cancelled = true;
-            if let Some(info) = repr {
-                // repr_info ran before the flag was set; say it is cancelled, as asyncio does.
-                let mut info = info;
-                let pos = if slf.is_instance_of::<TimerHandle>() {
-                    2
-                } else {
-                    1
-                };
-                info.insert(pos.min(info.len()), "cancelled".to_owned());
-                h.repr = Some(format!("<{}>", info.join(" ")));
+            h.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
+        // In debug mode the repr is frozen now, while it can still show the callback.
+        let debug = match &loop_ {
+            Some(l) => l.bind(py).call_method0("get_debug")?.is_truthy()?,
+            None => false,
+        };
+        let repr = if debug {
+            Some(format!("<{}>", Self::repr_info(slf)?.join(" ")))
+        } else {
+            None
+        };
+        let (released, notify) = {
+            let mut h = slf.try_borrow_mut()?;
+            if repr.is_some() {
+                h.repr = repr;
             }
-            let notify = if h.scheduled {
-                h.scheduled = false;
-                h.loop_.as_ref().map(|l| l.clone_ref(py))
-            } else {
-                None
-            };
+            let notify = std::mem::take(&mut h.scheduled);
             ((h.callback.take(), h.args.take()), notify)
         };
+        // Released with nothing borrowed: they may hold the last reference to objects with
+        // finalizers.
         drop(released);
-        if let Some(loop_) = notify {
-            if let Ok(core) = loop_.bind(py).cast::<LoopCore>() {
+        if notify {
+            if let Some(core) = loop_
+                .as_ref()
+                .and_then(|l| l.bind(py).cast::<LoopCore>().ok())
+            {
                 LoopCore::timer_handle_cancelled(core)?;
             }
         }

@@ -69,7 +69,7 @@ def test_handle_passed_to_exception_handler_is_intact(loop):
         loop.call_soon(boom, i)
     loop.call_soon(loop.stop)
     loop.run_forever()
-    for i in range(100):
+    for _ in range(100):
         loop.call_soon(lambda: None)
     loop.call_soon(loop.stop)
     loop.run_forever()

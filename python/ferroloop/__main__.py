@@ -32,9 +32,17 @@ def main(argv: list[str]) -> None:
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
         path = argv[0]
+        if not os.path.exists(path):
+            # As `python missing.py`: a one-line message and exit status 2.
+            print(
+                f"{sys.executable}: can't open file {os.path.abspath(path)!r}: "
+                "[Errno 2] No such file or directory",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         sys.argv = list(argv)
-        # As `python script.py`: sys.path[0] is the script's directory.
-        sys.path[0] = os.path.dirname(os.path.abspath(path))
+        # As `python script.py`: sys.path[0] is the directory of the script, symlinks resolved.
+        sys.path[0] = os.path.dirname(os.path.realpath(path))
         runpy.run_path(path, run_name="__main__")
 
 

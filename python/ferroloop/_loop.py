@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import logging
 import os
 import signal
 import socket
@@ -26,7 +25,9 @@ from ._ferroloop import LoopCore, _call_soon_fastcall
 
 __all__ = ["Loop"]
 
-logger = logging.getLogger("asyncio")
+# Logging goes through `base_events.logger` looked up at each call (it is asyncio's "asyncio"
+# logger), so code and tests that patch `asyncio.base_events.logger` see our messages too.
+
 
 _NETWORKING_ISSUE = "networking (issue 3)"
 _TRANSPORTS_ISSUE = "UDP, pipes, subprocesses and TLS (issue 4)"
@@ -176,7 +177,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         if self.is_closed():
             return
         if self.get_debug():
-            logger.debug("Close %r", self)
+            base_events.logger.debug("Close %r", self)
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._close_self_pipe()
@@ -308,7 +309,9 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 
     def _log_slow_callback(self, handle, dt):
-        logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), dt)
+        base_events.logger.warning(
+            "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
+        )
 
     # -- exception handling --------------------------------------------------------------------
 
@@ -352,7 +355,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             else:
                 value = repr(value)
             log_lines.append(f"{key}: {value}")
-        logger.error("\n".join(log_lines), exc_info=exc_info)
+        base_events.logger.error("\n".join(log_lines), exc_info=exc_info)
 
     def call_exception_handler(self, context):
         if self._exception_handler is None:
@@ -363,24 +366,12 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
             except BaseException:
                 # Second protection layer for unexpected errors in the default implementation,
                 # as well as for subclassed event loops with overloaded "default_exception_handler".
-                logger.error("Exception in default exception handler", exc_info=True)
+                base_events.logger.error("Exception in default exception handler", exc_info=True)
         else:
             try:
-                ctx = None
-                thing = context.get("task")
-                if thing is None:
-                    # Even though Futures don't have a context, Task is a subclass of Future,
-                    # and sometimes the 'future' key holds a Task.
-                    thing = context.get("future")
-                if thing is None:
-                    # Handles also have a context.
-                    thing = context.get("handle")
-                if thing is not None and hasattr(thing, "get_context"):
-                    ctx = thing.get_context()
-                if ctx is not None and hasattr(ctx, "run"):
-                    ctx.run(self._exception_handler, self, context)
-                else:
-                    self._exception_handler(self, context)
+                # As 3.11: the handler runs in the loop's context (3.12 moved it into the
+                # failing handle's or task's context).
+                self._exception_handler(self, context)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -398,7 +389,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
                     raise
                 except BaseException:
                     # Guard 'default_exception_handler' in case it is overloaded.
-                    logger.error(
+                    base_events.logger.error(
                         "Exception in default exception handler "
                         "while handling an unexpected error "
                         "in custom exception handler",
@@ -510,7 +501,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         try:
             signal.set_wakeup_fd(self._prev_wakeup_fd)
         except (ValueError, OSError) as exc:
-            logger.info("set_wakeup_fd(%s) failed: %s", self._prev_wakeup_fd, exc)
+            base_events.logger.info("set_wakeup_fd(%s) failed: %s", self._prev_wakeup_fd, exc)
         self._prev_wakeup_fd = -1
 
 

@@ -1,0 +1,247 @@
+"""call_soon and Handle: ordering, cancellation, repr, argument checks, contexts."""
+
+import contextvars
+import functools
+
+import pytest
+
+pytestmark = pytest.mark.timeout(10)
+
+var = contextvars.ContextVar("var", default="unset")
+
+
+def run_briefly(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_call_soon_fifo(loop):
+    out = []
+    for i in range(1000):
+        loop.call_soon(out.append, i)
+    run_briefly(loop)
+    assert out == list(range(1000))
+
+
+def test_call_soon_passes_args(loop):
+    out = []
+    loop.call_soon(lambda *a: out.append(a), 1, "two", None)
+    run_briefly(loop)
+    assert out == [(1, "two", None)]
+
+
+def test_call_soon_returns_handle(loop):
+    out = []
+    h = loop.call_soon(out.append, 1)
+    assert not h.cancelled()
+    assert callable(h.cancel)
+    run_briefly(loop)
+    assert out == [1]
+
+
+def test_callbacks_scheduled_while_running_wait_for_next_iteration(loop):
+    out = []
+
+    def a():
+        out.append("a")
+        loop.call_soon(out.append, "c")
+
+    loop.call_soon(a)
+    loop.call_soon(out.append, "b")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # "c" was scheduled during the iteration that ran stop(), so it waits.
+    assert out == ["a", "b"]
+    run_briefly(loop)
+    assert out == ["a", "b", "c"]
+
+
+def test_callbacks_scheduled_while_running_run_after_current_batch(loop):
+    out = []
+
+    def a():
+        out.append("a")
+        loop.call_soon(out.append, "c")
+        loop.call_soon(loop.stop)
+
+    loop.call_soon(a)
+    loop.call_soon(out.append, "b")
+    loop.run_forever()
+    assert out == ["a", "b", "c"]
+
+
+def test_self_rescheduling_callback_does_not_starve(loop):
+    count = 0
+
+    def again():
+        nonlocal count
+        count += 1
+        loop.call_soon(again)
+
+    loop.call_soon(again)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # One iteration: the rescheduled copy belongs to the next iteration.
+    assert count == 1
+
+
+def test_cancel_handle_before_run(loop):
+    out = []
+    h = loop.call_soon(out.append, 1)
+    loop.call_soon(out.append, 2)
+    h.cancel()
+    assert h.cancelled()
+    run_briefly(loop)
+    assert out == [2]
+
+
+def test_cancel_handle_in_same_iteration(loop):
+    out = []
+    handles = []
+
+    def first():
+        out.append("first")
+        handles[0].cancel()
+
+    loop.call_soon(first)
+    handles.append(loop.call_soon(out.append, "second"))
+    run_briefly(loop)
+    assert out == ["first"]
+    assert handles[0].cancelled()
+
+
+def test_cancel_is_idempotent(loop):
+    h = loop.call_soon(print)
+    h.cancel()
+    h.cancel()
+    assert h.cancelled()
+
+
+def test_cancel_after_run_keeps_not_cancelled_before(loop):
+    out = []
+    h = loop.call_soon(out.append, 1)
+    run_briefly(loop)
+    assert out == [1]
+    assert not h.cancelled()
+
+
+def cb():
+    pass
+
+
+def cb_args(*args):
+    pass
+
+
+def test_handle_repr(loop):
+    code = cb.__code__
+    h = loop.call_soon(cb)
+    assert repr(h) == f"<Handle cb() at {code.co_filename}:{code.co_firstlineno}>"
+    h.cancel()
+
+
+def test_handle_repr_with_args(loop):
+    code = cb_args.__code__
+    h = loop.call_soon(cb_args, 1, "x")
+    assert repr(h) == f"<Handle cb_args(1, 'x') at {code.co_filename}:{code.co_firstlineno}>"
+    h.cancel()
+
+
+def test_handle_repr_partial(loop):
+    code = cb_args.__code__
+    h = loop.call_soon(functools.partial(cb_args, 1))
+    assert repr(h) == f"<Handle cb_args(1)() at {code.co_filename}:{code.co_firstlineno}>"
+    h.cancel()
+
+
+def test_handle_repr_builtin(loop):
+    h = loop.call_soon(print)
+    assert repr(h) == "<Handle print()>"
+    h.cancel()
+
+
+def test_handle_repr_cancelled(loop):
+    h = loop.call_soon(cb)
+    h.cancel()
+    r = repr(h)
+    assert r.startswith("<Handle")
+    assert "cancelled" in r
+    assert r.endswith(">")
+
+
+def test_context_argument(loop):
+    ctx = contextvars.Context()
+    ctx.run(var.set, "in-ctx")
+    seen = []
+
+    def check():
+        seen.append(var.get())
+        var.set("changed-by-callback")
+
+    loop.call_soon(check, context=ctx)
+    run_briefly(loop)
+    assert seen == ["in-ctx"]
+    # The callback ran *inside* ctx, so its change is visible there.
+    assert ctx[var] == "changed-by-callback"
+    assert var.get() == "unset"
+
+
+def test_default_context_is_copy_at_scheduling_time(loop):
+    seen = []
+
+    def check():
+        seen.append(var.get())
+        var.set("leak?")
+
+    token = var.set("first")
+    try:
+        loop.call_soon(check)
+        var.set("second")
+        loop.call_soon(check)
+    finally:
+        var.reset(token)
+    run_briefly(loop)
+    assert seen == ["first", "second"]
+    assert var.get() == "unset"  # the callback's change did not leak
+
+
+def test_callbacks_do_not_share_context(loop):
+    seen = []
+
+    def setter():
+        var.set("set-by-first")
+
+    loop.call_soon(setter)
+    loop.call_soon(lambda: seen.append(var.get()))
+    run_briefly(loop)
+    assert seen == ["unset"]
+
+
+async def coro_func():
+    pass
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_non_callable_rejected_in_debug(loop, method):
+    # The stock loop only validates callbacks in debug mode.
+    loop.set_debug(True)
+    with pytest.raises(TypeError, match=rf"a callable object was expected by {method}\(\)"):
+        getattr(loop, method)(1)
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_coroutine_function_rejected_in_debug(loop, method):
+    loop.set_debug(True)
+    with pytest.raises(TypeError, match=rf"coroutines cannot be used with {method}\(\)"):
+        getattr(loop, method)(coro_func)
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_coroutine_object_rejected_in_debug(loop, method):
+    loop.set_debug(True)
+    coro = coro_func()
+    try:
+        with pytest.raises(TypeError, match=rf"coroutines cannot be used with {method}\(\)"):
+            getattr(loop, method)(coro)
+    finally:
+        coro.close()

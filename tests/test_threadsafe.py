@@ -1,0 +1,180 @@
+"""call_soon_threadsafe: no lost calls, per-thread ordering, prompt wake-ups."""
+
+import asyncio
+import contextvars
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(30)
+
+N_THREADS = 4
+N_CALLS = 10_000
+
+
+def test_hammer_from_threads(loop):
+    total = N_THREADS * N_CALLS
+    received = {t: [] for t in range(N_THREADS)}
+    count = 0
+
+    def record(tid, i):
+        nonlocal count
+        received[tid].append(i)
+        count += 1
+        if count == total:
+            loop.stop()
+
+    start = threading.Barrier(N_THREADS + 1)
+
+    def producer(tid):
+        start.wait()
+        for i in range(N_CALLS):
+            loop.call_soon_threadsafe(record, tid, i)
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(N_THREADS)]
+    for th in threads:
+        th.start()
+
+    def release():
+        start.wait()
+
+    # Release the producers only once the loop is running so that the calls
+    # race with the loop's own processing.
+    loop.call_soon(release)
+    safety = loop.call_later(20, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    for th in threads:
+        th.join()
+    assert count == total
+    for tid in range(N_THREADS):
+        assert received[tid] == list(range(N_CALLS)), f"thread {tid} lost or reordered calls"
+
+
+def test_calls_before_run_are_kept(loop):
+    out = []
+
+    def producer():
+        for i in range(100):
+            loop.call_soon_threadsafe(out.append, i)
+
+    th = threading.Thread(target=producer)
+    th.start()
+    th.join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == list(range(100))
+
+
+def test_wakes_loop_blocked_in_poll(loop):
+    fut = loop.create_future()
+    # Far-away timer only: the loop blocks in its poll for up to 30 s.
+    safety = loop.call_later(30, loop.stop)
+
+    def wake():
+        time.sleep(0.2)
+        loop.call_soon_threadsafe(fut.set_result, "woken")
+
+    th = threading.Thread(target=wake)
+    t0 = time.monotonic()
+    th.start()
+    assert loop.run_until_complete(fut) == "woken"
+    elapsed = time.monotonic() - t0
+    th.join()
+    safety.cancel()
+    assert elapsed < 5
+
+
+def test_repeated_wakeups(loop):
+    # Many sequential wake-ups of an idle loop must each be delivered promptly.
+    safety = loop.call_later(20, loop.stop)
+
+    async def main():
+        for i in range(50):
+            fut = loop.create_future()
+            th = threading.Thread(target=loop.call_soon_threadsafe, args=(fut.set_result, i))
+            th.start()
+            assert await fut == i
+            th.join()
+        return "done"
+
+    t0 = time.monotonic()
+    assert loop.run_until_complete(main()) == "done"
+    assert time.monotonic() - t0 < 5
+    safety.cancel()
+
+
+def test_stop_from_other_thread(loop):
+    safety = loop.call_later(30, loop.stop)
+    th = threading.Timer(0.1, loop.call_soon_threadsafe, args=(loop.stop,))
+    t0 = time.monotonic()
+    th.start()
+    loop.run_forever()
+    th.join()
+    assert time.monotonic() - t0 < 5
+    safety.cancel()
+
+
+def test_threadsafe_returns_cancellable_handle(loop):
+    out = []
+    h = loop.call_soon_threadsafe(out.append, "x")
+    h.cancel()
+    assert h.cancelled()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == []
+
+
+def test_threadsafe_context_argument(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    ctx = contextvars.Context()
+    ctx.run(var.set, "ctx")
+    seen = []
+
+    def producer():
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()), context=ctx)
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=producer)
+    th.start()
+    th.join()
+    loop.run_forever()
+    assert seen == ["ctx"]
+
+
+def test_run_coroutine_threadsafe(loop):
+    results = []
+
+    async def work(x):
+        await asyncio.sleep(0)
+        return x + 1
+
+    def client():
+        fut = asyncio.run_coroutine_threadsafe(work(41), loop)
+        results.append(fut.result(timeout=10))
+        loop.call_soon_threadsafe(loop.stop)
+
+    safety = loop.call_later(20, loop.stop)
+    th = threading.Thread(target=client)
+    th.start()
+    loop.run_forever()
+    th.join()
+    safety.cancel()
+    assert results == [42]
+
+
+def test_threadsafe_on_closed_loop(loop):
+    loop.close()
+    errors = []
+
+    def producer():
+        try:
+            loop.call_soon_threadsafe(print)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    th = threading.Thread(target=producer)
+    th.start()
+    th.join()
+    assert errors == ["Event loop is closed"]
