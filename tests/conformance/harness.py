@@ -205,38 +205,9 @@ def install_patches(stock: bool, real_test_loops: bool = True) -> dict[str, str]
     asyncio.SelectorEventLoop = SelectorEventLoop
     unix_events.SelectorEventLoop = SelectorEventLoop
 
-    # test.test_asyncio.utils.TestCase.close_loop pokes at loop._default_executor, a
-    # BaseEventLoop private; keep its behaviour for stdlib loops, be tolerant otherwise.
+    # test.test_asyncio.utils.TestCase.close_loop is left as it is: it reads
+    # loop._default_executor, which ferroloop.Loop has too.
     from test.test_asyncio import utils as test_utils
-
-    orig_close_loop = test_utils.TestCase.close_loop
-
-    def close_loop(loop):
-        if isinstance(loop, base_events.BaseEventLoop):
-            return orig_close_loop(loop)
-        executor = getattr(loop, "_default_executor", None)
-        if not loop.is_closed():
-            loop.run_until_complete(loop.shutdown_default_executor())
-        elif executor is not None:
-            executor.shutdown(wait=True)
-        loop.close()
-        policy = events._event_loop_policy
-        get_watcher = getattr(policy, "get_child_watcher", None)
-        if get_watcher is None:
-            return
-        try:
-            watcher = get_watcher()
-        except NotImplementedError:
-            return
-        if isinstance(watcher, asyncio.ThreadedChildWatcher):
-            from test import support
-
-            for thread in list(watcher._threads.values()):
-                thread.join(timeout=support.SHORT_TIMEOUT)
-                if thread.is_alive():
-                    raise RuntimeError(f"thread {thread} still alive: subprocess still running")
-
-    test_utils.TestCase.close_loop = staticmethod(close_loop)
 
     # utils.TestCase.new_test_loop(gen) builds utils.TestLoop, a BaseEventLoop with a fake
     # clock driven by `gen`.  Without a generator (test_futures' and test_tasks' setUp) the
