@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 .PHONY: test test-rust test-python test-conformance lint format bench demo
 
-test: test-rust test-python test-conformance
+test: lint test-rust test-python test-conformance
 
 test-rust:
 	cargo test -p ferroloop-core
@@ -17,6 +17,7 @@ test-conformance:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(PYTHON) -m ruff --version
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
