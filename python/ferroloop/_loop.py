@@ -22,53 +22,12 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
 
 from ._ferroloop import LoopCore, _call_soon_fastcall
+from ._net import NetworkMixin
 
 __all__ = ["Loop"]
 
 # Logging goes through `base_events.logger` looked up at each call (it is asyncio's "asyncio"
 # logger), so code and tests that patch `asyncio.base_events.logger` see our messages too.
-
-
-_NETWORKING_ISSUE = "networking (issue 3)"
-_TRANSPORTS_ISSUE = "UDP, pipes, subprocesses and TLS (issue 4)"
-
-# Methods of asyncio.AbstractEventLoop that later work provides; until then they raise
-# NotImplementedError naming what is missing (the README's compatibility table lists them).
-_NOT_YET = {
-    "create_connection": _NETWORKING_ISSUE,
-    "create_server": _NETWORKING_ISSUE,
-    "create_unix_connection": _NETWORKING_ISSUE,
-    "create_unix_server": _NETWORKING_ISSUE,
-    "connect_accepted_socket": _NETWORKING_ISSUE,
-    "sendfile": _NETWORKING_ISSUE,
-    "sock_recv": _NETWORKING_ISSUE,
-    "sock_recv_into": _NETWORKING_ISSUE,
-    "sock_sendall": _NETWORKING_ISSUE,
-    "sock_connect": _NETWORKING_ISSUE,
-    "sock_accept": _NETWORKING_ISSUE,
-    "sock_sendfile": _NETWORKING_ISSUE,
-    "getaddrinfo": _NETWORKING_ISSUE,
-    "getnameinfo": _NETWORKING_ISSUE,
-    "start_tls": _TRANSPORTS_ISSUE,
-    "create_datagram_endpoint": _TRANSPORTS_ISSUE,
-    "sock_recvfrom": _TRANSPORTS_ISSUE,
-    "sock_recvfrom_into": _TRANSPORTS_ISSUE,
-    "sock_sendto": _TRANSPORTS_ISSUE,
-    "connect_read_pipe": _TRANSPORTS_ISSUE,
-    "connect_write_pipe": _TRANSPORTS_ISSUE,
-    "subprocess_exec": _TRANSPORTS_ISSUE,
-    "subprocess_shell": _TRANSPORTS_ISSUE,
-}
-
-
-def _not_yet(name: str, where: str):
-    async def method(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"ferroloop does not implement {name}() yet: it comes with {where}"
-        )
-
-    method.__name__ = method.__qualname__ = name
-    return method
 
 
 def _run_until_complete_cb(fut):
@@ -84,7 +43,7 @@ def _sighandler_noop(signum, frame):
     """Dummy signal handler: the real work happens through the wakeup fd."""
 
 
-class Loop(LoopCore, asyncio.AbstractEventLoop):
+class Loop(LoopCore, NetworkMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is Rust."""
 
     # The hand-parsed entry point (src/fastcall.rs): asyncio's Futures and Tasks call it per step.
@@ -503,11 +462,6 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         except (ValueError, OSError) as exc:
             base_events.logger.info("set_wakeup_fd(%s) failed: %s", self._prev_wakeup_fd, exc)
         self._prev_wakeup_fd = -1
-
-
-for _name, _where in _NOT_YET.items():
-    setattr(Loop, _name, _not_yet(_name, _where))
-del _name, _where
 
 
 def _after_fork_in_child():
