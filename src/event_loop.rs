@@ -164,6 +164,10 @@ pub struct LoopCore {
 }
 
 impl LoopCore {
+    pub(crate) fn get_debug_flag(&self) -> bool {
+        self.debug
+    }
+
     fn check_closed(&self) -> PyResult<()> {
         if self.closed {
             Err(closed_error())
@@ -275,68 +279,89 @@ impl LoopCore {
         let debug = Self::check_schedule(slf, &callback, method)?;
         let fd = fileobj_to_fd(fd)?;
         let handle = Self::new_handle(slf, callback, args, None, debug)?.unbind();
-        let old = {
-            let mut me = slf.try_borrow_mut()?;
-            let me = &mut *me;
-            let poller = me.poller.as_mut().ok_or_else(|| {
-                PyRuntimeError::new_err(format!(
-                    "{method}() called while the loop is polling in another thread"
-                ))
-            })?;
-            let mut interest = poller.reactor.interest(fd);
-            if write {
-                interest.write = true;
-            } else {
-                interest.read = true;
-            }
-            poller
-                .reactor
-                .set_interest(fd, interest)
-                .map_err(os_error)?;
-            let map = if write {
-                &mut me.writers
-            } else {
-                &mut me.readers
-            };
-            map.insert(fd, handle.clone_ref(py))
-        };
-        if let Some(old) = old {
+        if let Some(old) = Self::watch(slf, fd, &handle, write)? {
             Handle::cancel_handle(old.bind(py))?;
         }
         Ok(handle)
     }
 
     fn remove_watcher(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
-        let py = slf.py();
         if slf.try_borrow()?.closed {
             return Ok(false);
         }
         let fd = fileobj_to_fd(fd)?;
-        let old = {
-            let mut me = slf.try_borrow_mut()?;
-            let me = &mut *me;
-            let map = if write {
-                &mut me.writers
-            } else {
-                &mut me.readers
-            };
-            let Some(old) = map.remove(&fd) else {
-                return Ok(false);
-            };
-            if let Some(poller) = me.poller.as_mut() {
-                let mut interest = poller.reactor.interest(fd);
-                if write {
-                    interest.write = false;
-                } else {
-                    interest.read = false;
-                }
-                // The fd may be closed already; asyncio's unregister does not fail then either.
-                let _ = poller.reactor.set_interest(fd, interest);
+        match Self::unwatch(slf, fd, write)? {
+            Some(old) => {
+                Handle::cancel_handle(old.bind(slf.py()))?;
+                Ok(true)
             }
-            old
+            None => Ok(false),
+        }
+    }
+
+    /// Runs `handle` whenever `fd` is readable (or writable), replacing (and returning, not
+    /// cancelling) the previous watcher. Native transports keep one handle per direction for the
+    /// life of the connection and watch/unwatch it as they pause and resume.
+    pub(crate) fn watch(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        handle: &Py<Handle>,
+        write: bool,
+    ) -> PyResult<Option<Py<Handle>>> {
+        let mut me = slf.try_borrow_mut()?;
+        let me = &mut *me;
+        me.check_closed()?;
+        let poller = me.poller.as_mut().ok_or_else(|| {
+            PyRuntimeError::new_err(
+                "fd watchers changed while the loop is polling in another thread",
+            )
+        })?;
+        let mut interest = poller.reactor.interest(fd);
+        if write {
+            interest.write = true;
+        } else {
+            interest.read = true;
+        }
+        poller
+            .reactor
+            .set_interest(fd, interest)
+            .map_err(os_error)?;
+        let map = if write {
+            &mut me.writers
+        } else {
+            &mut me.readers
         };
-        Handle::cancel_handle(old.bind(py))?;
-        Ok(true)
+        Ok(map.insert(fd, handle.clone_ref(slf.py())))
+    }
+
+    /// Stops watching `fd` in one direction; returns the watcher, not cancelled. A closed loop
+    /// watches nothing.
+    pub(crate) fn unwatch(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        write: bool,
+    ) -> PyResult<Option<Py<Handle>>> {
+        let mut me = slf.try_borrow_mut()?;
+        let me = &mut *me;
+        let map = if write {
+            &mut me.writers
+        } else {
+            &mut me.readers
+        };
+        let Some(old) = map.remove(&fd) else {
+            return Ok(None);
+        };
+        if let Some(poller) = me.poller.as_mut() {
+            let mut interest = poller.reactor.interest(fd);
+            if write {
+                interest.write = false;
+            } else {
+                interest.read = false;
+            }
+            // The fd may be closed already; asyncio's unregister does not fail then either.
+            let _ = poller.reactor.set_interest(fd, interest);
+        }
+        Ok(Some(old))
     }
 
     /// One iteration; see the module docs.

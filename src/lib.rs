@@ -7,6 +7,7 @@ mod errors;
 mod event_loop;
 mod fastcall;
 mod handles;
+mod transport;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<transport::SocketTransportCore>()?;
     m.add(
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,

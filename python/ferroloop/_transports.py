@@ -1,0 +1,59 @@
+"""The Python face of ferroloop's native transports.
+
+``SocketTransport`` is asyncio's ``_SelectorSocketTransport`` for TCP and Unix stream sockets:
+the data path lives in the native base ``SocketTransportCore`` (src/transport.rs); this subclass
+adds what runs once per connection and the class attributes asyncio's own code looks for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from asyncio import base_events, constants, futures
+
+from ._ferroloop import SocketTransportCore
+
+__all__ = ["SocketTransport"]
+
+
+class SocketTransport(SocketTransportCore):
+    """A stream transport over a connected, non-blocking socket."""
+
+    # loop.sendfile() may use os.sendfile() on this transport's socket.
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        # The native base has taken loop, sock, protocol, extra and server already.
+        base_events._set_nodelay(sock)
+        self._set_handles(
+            loop._make_handle(self._read_ready, ()),
+            loop._make_handle(self._write_ready, ()),
+        )
+        loop._transports[self._sock_fd] = self
+        if server is not None:
+            server._attach()
+        loop.call_soon(protocol.connection_made, self)
+        # Only start reading once connection_made() has been called.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            # Only wake up the waiter once connection_made() has been called.
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None:
+            info.append("read=" + ("polling" if self.is_reading() else "idle"))
+            bufsize = self.get_write_buffer_size()
+            info.append(f"write=<{'polling' if bufsize else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        sock = self._sock
+        if sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()

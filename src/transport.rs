@@ -1,0 +1,958 @@
+//! `SocketTransportCore`: the native stream transport for TCP and Unix sockets (asyncio's
+//! `selector_events._SelectorSocketTransport`).
+//!
+//! What it guarantees, as asyncio does:
+//! - `write()` never blocks and never loses data: with nothing buffered it sends at once; what
+//!   the kernel does not take is buffered and flushed when the socket is writable. The protocol
+//!   gets `pause_writing()` above the high-water mark and `resume_writing()` at the low one, so
+//!   memory stays bounded when the peer reads slowly.
+//! - `close()` stops reading and flushes, then closes; `abort()` drops the buffer. Either way
+//!   `connection_lost` runs exactly once, from the loop, and the socket is closed right after it.
+//! - EOF: `eof_received()` returning true keeps the transport open for writing (half-close);
+//!   `write_eof()` shuts the write side down once the buffer is flushed.
+//! - One read per readiness event (the reactor is level-triggered), 256 KiB at most, as asyncio's
+//!   `max_size`; `BufferedProtocol` reads straight into the protocol's buffer.
+//!
+//! The transport watches its fd through two persistent loop handles (one per direction) whose
+//! callbacks are its own `_read_ready`/`_write_ready`: no handle is allocated per event, and
+//! pausing just unwatches. Because an unwatch does not cancel a handle already queued for this
+//! iteration, both callbacks re-check the state they need.
+//!
+//! The Python subclass `ferroloop._transports.SocketTransport` adds the cold parts (repr,
+//! `__del__`, sendfile support) and the asyncio-visible class attributes.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+
+use crate::errors::os_error;
+use crate::event_loop::LoopCore;
+use crate::handles::{is_fatal, Handle};
+
+/// asyncio's `_SelectorSocketTransport.max_size`.
+const MAX_READ: usize = 256 * 1024;
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+/// asyncio's default high-water mark for transports.
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LOGGER_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+thread_local! {
+    /// The receive buffer for `Protocol` reads: data is copied out of it into a `bytes` of the
+    /// exact size, so one buffer per thread serves every transport.
+    static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+fn would_block(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+fn send(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `data` is a live slice for the duration of the call; MSG_NOSIGNAL turns a closed
+    // peer into EPIPE instead of SIGPIPE.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn recv(fd: RawFd, buf: *mut u8, len: usize) -> std::io::Result<usize> {
+    // SAFETY: callers pass a pointer to at least `len` writable bytes that stay valid during
+    // the call.
+    let n = unsafe { libc::recv(fd, buf as *mut libc::c_void, len, 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// asyncio's `base_events.logger` (looked up at each use, so patching it works as in asyncio).
+fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    LOGGER_MODULE
+        .import(py, "asyncio", "base_events")?
+        .getattr(intern!(py, "logger"))
+}
+
+#[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
+pub struct SocketTransportCore {
+    loop_: Option<Py<LoopCore>>,
+    sock: Option<Py<PyAny>>,
+    fd: RawFd,
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is a `BufferedProtocol`: reads go into its `get_buffer()`.
+    buffered: bool,
+    protocol_connected: bool,
+    extra: Py<PyDict>,
+    server: Option<Py<PyAny>>,
+    read_handle: Option<Py<Handle>>,
+    write_handle: Option<Py<Handle>>,
+    /// Unsent bytes are `buffer[head..]`; the consumed prefix is dropped when it dominates.
+    buffer: Vec<u8>,
+    head: usize,
+    high_water: usize,
+    low_water: usize,
+    /// asyncio's `_conn_lost`: nonzero once the connection is lost or being torn down; counts
+    /// the writes attempted after that.
+    conn_lost: u32,
+    closing: bool,
+    eof: bool,
+    paused: bool,
+    protocol_paused: bool,
+    /// sendfile's waiter for the buffer to drain (asyncio's `_empty_waiter`).
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+impl SocketTransportCore {
+    fn pending(&self) -> usize {
+        self.buffer.len() - self.head
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.buffer.len() {
+            self.buffer.clear();
+            self.head = 0;
+        } else if self.head > self.buffer.len() / 2 {
+            self.buffer.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
+    fn clear_buffer(&mut self) {
+        self.buffer.clear();
+        self.buffer.shrink_to(DEFAULT_HIGH_WATER);
+        self.head = 0;
+    }
+
+    fn loop_bound<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        self.loop_
+            .as_ref()
+            .map(|l| l.bind(py).clone())
+            .ok_or_else(|| PyRuntimeError::new_err("transport is closed"))
+    }
+
+    fn protocol_bound<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.protocol
+            .as_ref()
+            .map(|p| p.bind(py).clone())
+            .ok_or_else(|| PyRuntimeError::new_err("transport is closed"))
+    }
+
+    fn watch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd, handle) = {
+            let me = slf.try_borrow()?;
+            let handle = if write {
+                &me.write_handle
+            } else {
+                &me.read_handle
+            };
+            match (&me.loop_, handle) {
+                (Some(l), Some(h)) => (l.clone_ref(py), me.fd, h.clone_ref(py)),
+                _ => return Ok(()),
+            }
+        };
+        let old = LoopCore::watch(loop_.bind(py), fd, &handle, write)?;
+        drop(old);
+        Ok(())
+    }
+
+    fn unwatch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, fd) = {
+            let me = slf.try_borrow()?;
+            match &me.loop_ {
+                Some(l) => (l.clone_ref(py), me.fd),
+                None => return Ok(()),
+            }
+        };
+        let old = LoopCore::unwatch(loop_.bind(py), fd, write)?;
+        drop(old);
+        Ok(())
+    }
+
+    /// asyncio's `_fatal_error`: report (OSErrors only in debug mode), then force-close.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal(py, &err) {
+            return Err(err);
+        }
+        let (loop_, protocol) = {
+            let me = slf.try_borrow()?;
+            (
+                me.loop_.as_ref().map(|l| l.clone_ref(py)),
+                me.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        if let Some(loop_) = &loop_ {
+            let loop_ = loop_.bind(py);
+            if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+                if loop_.borrow().get_debug_flag() {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item("exc_info", err.value(py))?;
+                    logger(py)?.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
+                }
+            } else {
+                let context = PyDict::new(py);
+                context.set_item("message", message)?;
+                context.set_item("exception", err.value(py))?;
+                context.set_item("transport", slf)?;
+                context.set_item("protocol", protocol)?;
+                loop_.call_method1("call_exception_handler", (context,))?;
+            }
+        }
+        Self::force_close(slf, Some(err.value(py).clone().into_any()))
+    }
+
+    /// asyncio's `_force_close`.
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let (had_buffer, was_closing) = {
+            let mut me = slf.try_borrow_mut()?;
+            if me.conn_lost > 0 {
+                return Ok(());
+            }
+            let had_buffer = me.pending() > 0;
+            me.clear_buffer();
+            let was_closing = me.closing;
+            me.closing = true;
+            me.conn_lost += 1;
+            (had_buffer, was_closing)
+        };
+        if had_buffer {
+            Self::unwatch(slf, true)?;
+        }
+        if !was_closing {
+            Self::unwatch(slf, false)?;
+        }
+        Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = slf.try_borrow()?.loop_bound(py)?;
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        loop_.call_method1(intern!(py, "call_soon"), (callback, exc))?;
+        Ok(())
+    }
+
+    /// Calls a protocol flow-control method; a failure goes to the exception handler.
+    fn call_flow_control(slf: &Bound<'_, Self>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        let (loop_, protocol) = {
+            let me = slf.try_borrow()?;
+            (me.loop_bound(py)?, me.protocol_bound(py)?)
+        };
+        match protocol.call_method0(method) {
+            Ok(_) => Ok(()),
+            Err(err) if is_fatal(py, &err) => Err(err),
+            Err(err) => {
+                let context = PyDict::new(py);
+                context.set_item("message", format!("protocol.{method}() failed"))?;
+                context.set_item("exception", err.value(py))?;
+                context.set_item("transport", slf)?;
+                context.set_item("protocol", protocol)?;
+                loop_.call_method1("call_exception_handler", (context,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// asyncio's `_maybe_pause_protocol`.
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let pause = {
+            let mut me = slf.try_borrow_mut()?;
+            let pause = me.pending() > me.high_water && !me.protocol_paused;
+            if pause {
+                me.protocol_paused = true;
+            }
+            pause
+        };
+        if pause {
+            Self::call_flow_control(slf, "pause_writing")?;
+        }
+        Ok(())
+    }
+
+    /// asyncio's `_maybe_resume_protocol`.
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let resume = {
+            let mut me = slf.try_borrow_mut()?;
+            let resume = me.protocol_paused && me.pending() <= me.low_water;
+            if resume {
+                me.protocol_paused = false;
+            }
+            resume
+        };
+        if resume {
+            Self::call_flow_control(slf, "resume_writing")?;
+        }
+        Ok(())
+    }
+
+    /// asyncio's `_read_ready__on_eof`.
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        match protocol.call_method0(intern!(py, "eof_received")) {
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.eof_received() call failed.",
+            ),
+            Ok(keep_open) => {
+                if keep_open.is_truthy()? {
+                    // Half-closed: keep writing, stop reading.
+                    Self::unwatch(slf, false)
+                } else {
+                    Self::close(slf)
+                }
+            }
+        }
+    }
+
+    fn read_data(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let received = RECV_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            recv(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
+        });
+        let data = match received {
+            Ok(data) => data,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if data.as_bytes().is_empty() {
+            return Self::on_eof(slf, protocol);
+        }
+        match protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            Ok(_) => Ok(()),
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.data_received() call failed.",
+            ),
+        }
+    }
+
+    fn read_buffered(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let buffer = protocol
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|buf| {
+                let view = PyBuffer::<u8>::get(&buf)?;
+                if view.len_bytes() == 0 {
+                    return Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ));
+                }
+                if view.readonly() || !view.is_c_contiguous() {
+                    return Err(PyTypeError::new_err(
+                        "get_buffer() must return a writable, contiguous buffer",
+                    ));
+                }
+                Ok(view)
+            });
+        let view = match buffer {
+            Ok(view) => view,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+            }
+        };
+        // The view holds the buffer exported (and so its memory pinned) until it is dropped.
+        let received = recv(fd, view.buf_ptr() as *mut u8, view.len_bytes());
+        drop(view);
+        let nbytes = match received {
+            Ok(n) => n,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if nbytes == 0 {
+            return Self::on_eof(slf, protocol);
+        }
+        match protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
+            Ok(_) => Ok(()),
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            ),
+        }
+    }
+
+    /// Sends or buffers `data` (asyncio's `write` after its checks).
+    fn write_bytes(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let mut data = data;
+        let start_watching = {
+            let mut me = slf.try_borrow_mut()?;
+            if me.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if me.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+            if me.conn_lost > 0 {
+                let warn = me.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                me.conn_lost += 1;
+                drop(me);
+                if warn {
+                    logger(py)?.call_method1("warning", ("socket.send() raised exception.",))?;
+                }
+                return Ok(());
+            }
+            let mut start_watching = false;
+            if me.pending() == 0 {
+                match send(me.fd, data) {
+                    Ok(n) if n == data.len() => return Ok(()),
+                    Ok(n) => data = &data[n..],
+                    Err(err) if would_block(&err) => {}
+                    Err(err) => {
+                        drop(me);
+                        return Self::fatal_error(
+                            slf,
+                            os_error(err),
+                            "Fatal write error on socket transport",
+                        );
+                    }
+                }
+                start_watching = true;
+            }
+            me.buffer.extend_from_slice(data);
+            start_watching
+        };
+        if start_watching {
+            Self::watch(slf, true)?;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+}
+
+#[pymethods]
+impl SocketTransportCore {
+    #[new]
+    #[pyo3(signature = (loop_, sock, protocol, waiter=None, extra=None, server=None))]
+    fn new(
+        py: Python<'_>,
+        loop_: &Bound<'_, LoopCore>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        waiter: Option<&Bound<'_, PyAny>>,
+        extra: Option<Bound<'_, PyDict>>,
+        server: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let _ = waiter; // resolved by the Python subclass once connection_made() is scheduled
+        let fd: RawFd = sock.call_method0("fileno")?.extract()?;
+        if fd < 0 {
+            return Err(PyValueError::new_err("the socket is closed"));
+        }
+        let extra = extra.unwrap_or_else(|| PyDict::new(py));
+        let wrapper = TRANSPORT_SOCKET
+            .import(py, "asyncio.trsock", "TransportSocket")?
+            .call1((sock,))?;
+        extra.set_item("socket", wrapper)?;
+        extra.set_item("sockname", sock.call_method0("getsockname").ok())?;
+        if !extra.contains("peername")? {
+            extra.set_item("peername", sock.call_method0("getpeername").ok())?;
+        }
+        let buffered = protocol.is_instance(
+            &py.import("asyncio")?
+                .getattr(intern!(py, "BufferedProtocol"))?,
+        )?;
+        Ok(SocketTransportCore {
+            loop_: Some(loop_.clone().unbind()),
+            sock: Some(sock.clone().unbind()),
+            fd,
+            protocol: Some(protocol.clone().unbind()),
+            buffered,
+            protocol_connected: true,
+            extra: extra.unbind(),
+            server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+            read_handle: None,
+            write_handle: None,
+            buffer: Vec::new(),
+            head: 0,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+            conn_lost: 0,
+            closing: false,
+            eof: false,
+            paused: false,
+            protocol_paused: false,
+            empty_waiter: None,
+        })
+    }
+
+    /// Installs the two persistent handles (built by the loop, so they carry its context).
+    fn _set_handles(&mut self, read_handle: Py<Handle>, write_handle: Py<Handle>) {
+        self.read_handle = Some(read_handle);
+        self.write_handle = Some(write_handle);
+    }
+
+    /// Starts reading (scheduled right after `connection_made`), unless closing or paused.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let me = slf.try_borrow()?;
+            if me.closing || me.paused {
+                return Ok(());
+            }
+        }
+        Self::watch(slf, false)
+    }
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, protocol, buffered) = {
+            let me = slf.try_borrow()?;
+            if me.conn_lost > 0 || me.closing || me.paused {
+                return Ok(());
+            }
+            (me.fd, me.protocol_bound(py)?, me.buffered)
+        };
+        if buffered {
+            Self::read_buffered(slf, fd, &protocol)
+        } else {
+            Self::read_data(slf, fd, &protocol)
+        }
+    }
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let sent = {
+            let me = slf.try_borrow()?;
+            if me.conn_lost > 0 {
+                return Ok(());
+            }
+            if me.pending() == 0 {
+                None
+            } else {
+                Some(send(me.fd, &me.buffer[me.head..]))
+            }
+        };
+        let Some(sent) = sent else {
+            return Self::unwatch(slf, true);
+        };
+        match sent {
+            Err(err) if would_block(&err) => Ok(()),
+            Err(err) => {
+                Self::unwatch(slf, true)?;
+                let waiter = {
+                    let mut me = slf.try_borrow_mut()?;
+                    me.clear_buffer();
+                    me.empty_waiter.as_ref().map(|w| w.clone_ref(py))
+                };
+                let err = os_error(err);
+                let value = err.value(py).clone();
+                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                if let Some(waiter) = waiter {
+                    waiter.bind(py).call_method1("set_exception", (value,))?;
+                }
+                Ok(())
+            }
+            Ok(n) => {
+                slf.try_borrow_mut()?.consume(n);
+                // May write more (asyncio's comment: "May append to buffer").
+                Self::maybe_resume_protocol(slf)?;
+                let (empty, waiter, closing, eof, fd) = {
+                    let me = slf.try_borrow()?;
+                    (
+                        me.pending() == 0,
+                        me.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                        me.closing,
+                        me.eof,
+                        me.fd,
+                    )
+                };
+                if empty {
+                    Self::unwatch(slf, true)?;
+                    if let Some(waiter) = waiter {
+                        waiter.bind(py).call_method1("set_result", (py.None(),))?;
+                    }
+                    if closing {
+                        Self::_call_connection_lost(slf, py.None().into_bound(py))?;
+                    } else if eof {
+                        // SAFETY: shutdown on our own socket fd; failure (peer gone) is
+                        // harmless here, as the next read reports it.
+                        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            return Self::write_bytes(slf, bytes.as_bytes());
+        }
+        if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        let view = PyBuffer::<u8>::get(data)?;
+        if !view.is_c_contiguous() {
+            // A strided memoryview: take a contiguous copy, as bytes(view) would.
+            let copy = view.to_vec(data.py())?;
+            return Self::write_bytes(slf, &copy);
+        }
+        // SAFETY: the exported buffer stays valid and unchanged while `view` is alive, and no
+        // Python code runs before write_bytes has copied or sent it.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
+        Self::write_bytes(slf, bytes)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        // One write of the joined data, as 3.11's WriteTransport.writelines.
+        let joined = PyBytes::new(slf.py(), b"").call_method1("join", (list_of_data,))?;
+        Self::write(slf, &joined)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (shutdown_now, fd) = {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closing || me.eof {
+                return Ok(());
+            }
+            me.eof = true;
+            (me.pending() == 0, me.fd)
+        };
+        if shutdown_now {
+            // SAFETY: shutdown on our own socket fd.
+            if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+                return Err(os_error(std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let flushed = {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closing {
+                return Ok(());
+            }
+            me.closing = true;
+            let flushed = me.pending() == 0;
+            if flushed {
+                me.conn_lost += 1;
+            }
+            flushed
+        };
+        Self::unwatch(slf, false)?;
+        if flushed {
+            Self::unwatch(slf, true)?;
+            let py = slf.py();
+            Self::schedule_connection_lost(slf, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    #[pyo3(signature = (exc))]
+    fn _force_close(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        Self::force_close(slf, Some(exc))
+    }
+
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal_error(slf, PyErr::from_value(exc), message)
+    }
+
+    /// asyncio's `_call_connection_lost`: the protocol hears of it, then the socket is closed and
+    /// every reference this transport holds is released (which also breaks the cycle through
+    /// its handles).
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, connected) = {
+            let me = slf.try_borrow()?;
+            (
+                me.protocol.as_ref().map(|p| p.clone_ref(py)),
+                me.protocol_connected,
+            )
+        };
+        let notified = match (protocol, connected) {
+            (Some(p), true) => p
+                .bind(py)
+                .call_method1("connection_lost", (&exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (sock, server, handles, waiter) = {
+            let mut me = slf.try_borrow_mut()?;
+            me.conn_lost = me.conn_lost.max(1);
+            me.closing = true;
+            let handles = (me.read_handle.take(), me.write_handle.take());
+            me.protocol = None;
+            me.loop_ = None;
+            (
+                me.sock.take(),
+                me.server.take(),
+                handles,
+                me.empty_waiter.take(),
+            )
+        };
+        if let Some(sock) = sock {
+            sock.bind(py).call_method0("close")?;
+        }
+        if let Some(server) = server {
+            server.bind(py).call_method0("_detach")?;
+        }
+        drop(handles);
+        if let Some(waiter) = waiter {
+            let waiter = waiter.bind(py);
+            if !waiter.call_method0("done")?.is_truthy()? {
+                let err =
+                    pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+                waiter.call_method1("set_exception", (err.value(py),))?;
+            }
+        }
+        notified
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.paused && !self.closing
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closing || me.paused {
+                return Ok(());
+            }
+            me.paused = true;
+        }
+        Self::unwatch(slf, false)
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut me = slf.try_borrow_mut()?;
+            if me.closing || !me.paused {
+                return Ok(());
+            }
+            me.paused = false;
+        }
+        Self::watch(slf, false)
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+            (None, Some(l)) => 4 * l,
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut me = slf.try_borrow_mut()?;
+            me.high_water = high as usize;
+            me.low_water = low as usize;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.low_water, self.high_water)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.pending()
+    }
+
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.extra.bind(py).get_item(name)? {
+            Some(v) => Ok(v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    fn set_protocol(&mut self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        self.buffered = protocol.is_instance(
+            &py.import("asyncio")?
+                .getattr(intern!(py, "BufferedProtocol"))?,
+        )?;
+        self.protocol = Some(protocol.clone().unbind());
+        self.protocol_connected = true;
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.sock.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.loop_.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.server.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn _closing(&self) -> bool {
+        self.closing
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.conn_lost
+    }
+
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused
+    }
+
+    #[getter]
+    fn _eof(&self) -> bool {
+        self.eof
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.protocol_paused
+    }
+
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.empty_waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    /// sendfile support (asyncio's `_make_empty_waiter`): a future done once the buffer drains.
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let (loop_, empty) = {
+            let me = slf.try_borrow()?;
+            if me.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+            }
+            (me.loop_bound(py)?, me.pending() == 0)
+        };
+        let waiter = loop_.call_method0(intern!(py, "create_future"))?;
+        if empty {
+            waiter.call_method1("set_result", (py.None(),))?;
+        }
+        slf.try_borrow_mut()?.empty_waiter = Some(waiter.clone().unbind());
+        Ok(waiter.unbind())
+    }
+
+    fn _reset_empty_waiter(&mut self) {
+        self.empty_waiter = None;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.sock)?;
+        visit.call(&self.protocol)?;
+        visit.call(&self.extra)?;
+        visit.call(&self.server)?;
+        visit.call(&self.read_handle)?;
+        visit.call(&self.write_handle)?;
+        visit.call(&self.empty_waiter)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.loop_ = None;
+        self.sock = None;
+        self.protocol = None;
+        self.server = None;
+        self.read_handle = None;
+        self.write_handle = None;
+        self.empty_waiter = None;
+    }
+}
