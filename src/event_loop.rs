@@ -20,7 +20,7 @@
 //! are parked in `graveyard` and released after it. A violation surfaces as a `RuntimeError`
 //! ("Already borrowed"), never as undefined behaviour.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,8 @@ use pyo3::types::{PyDict, PyInt, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{run_handle, Handle, TimerHandle};
+use crate::ready::{Ready, ReadyQueue, Watcher};
+use crate::transport::SocketTransportCore;
 
 /// How many emptied handles the loop keeps for reuse.
 const HANDLE_POOL_SIZE: usize = 512;
@@ -140,9 +142,9 @@ fn check_callback(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -> PyR
 
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
 pub struct LoopCore {
-    ready: VecDeque<Py<Handle>>,
+    ready: ReadyQueue,
     /// The buffer the previous batch ran from, kept to reuse its capacity.
-    spare: VecDeque<Py<Handle>>,
+    spare: ReadyQueue,
     timers: TimerHeap<Py<Handle>>,
     /// Handles removed while the state was borrowed, released once it is not (module docs).
     graveyard: Vec<Py<Handle>>,
@@ -150,8 +152,8 @@ pub struct LoopCore {
     task_factory: Option<Py<PyAny>>,
     /// Emptied plain handles ready for reuse (see `recycle`).
     pool: Vec<Py<Handle>>,
-    readers: HashMap<RawFd, Py<Handle>>,
-    writers: HashMap<RawFd, Py<Handle>>,
+    readers: HashMap<RawFd, Watcher>,
+    writers: HashMap<RawFd, Watcher>,
     /// Taken out while polling, so that no borrow is held while the GIL is released.
     poller: Option<Box<Poller>>,
     inbox: Option<Arc<Inbox<Py<Handle>>>>,
@@ -278,8 +280,10 @@ impl LoopCore {
         let method = if write { "add_writer" } else { "add_reader" };
         let debug = Self::check_schedule(slf, &callback, method)?;
         let fd = fileobj_to_fd(fd)?;
+        Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, None, debug)?.unbind();
-        if let Some(old) = Self::watch(slf, fd, &handle, write)? {
+        let old = Self::watch(slf, fd, Watcher::Handle(handle.clone_ref(py)), write)?;
+        if let Some(Watcher::Handle(old)) = old {
             Handle::cancel_handle(old.bind(py))?;
         }
         Ok(handle)
@@ -290,24 +294,46 @@ impl LoopCore {
             return Ok(false);
         }
         let fd = fileobj_to_fd(fd)?;
+        Self::check_no_transport(slf, fd)?;
         match Self::unwatch(slf, fd, write)? {
-            Some(old) => {
+            Some(Watcher::Handle(old)) => {
                 Handle::cancel_handle(old.bind(slf.py()))?;
                 Ok(true)
             }
+            // Not reachable: check_no_transport refused the fd above.
+            Some(Watcher::Transport(_)) => Ok(false),
             None => Ok(false),
         }
     }
 
-    /// Runs `handle` whenever `fd` is readable (or writable), replacing (and returning, not
-    /// cancelling) the previous watcher. Native transports keep one handle per direction for the
-    /// life of the connection and watch/unwatch it as they pause and resume.
+    /// asyncio's `_ensure_fd_no_transport`, for the fds our native transports watch: user
+    /// callbacks must not steal a transport's fd.
+    fn check_no_transport(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<()> {
+        let transport = {
+            let me = slf.try_borrow()?;
+            match me.readers.get(&fd).or_else(|| me.writers.get(&fd)) {
+                Some(Watcher::Transport(t)) => Some(t.clone_ref(slf.py())),
+                _ => None,
+            }
+        };
+        match transport {
+            Some(t) => Err(PyRuntimeError::new_err(format!(
+                "File descriptor {fd} is used by transport {}",
+                repr(t.bind(slf.py()).as_any())
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `watcher` whenever `fd` is readable (or writable), replacing (and returning, not
+    /// cancelling) the previous one. Native transports watch and unwatch themselves as they
+    /// pause and resume.
     pub(crate) fn watch(
         slf: &Bound<'_, Self>,
         fd: RawFd,
-        handle: &Py<Handle>,
+        watcher: Watcher,
         write: bool,
-    ) -> PyResult<Option<Py<Handle>>> {
+    ) -> PyResult<Option<Watcher>> {
         let mut me = slf.try_borrow_mut()?;
         let me = &mut *me;
         me.check_closed()?;
@@ -331,7 +357,7 @@ impl LoopCore {
         } else {
             &mut me.readers
         };
-        Ok(map.insert(fd, handle.clone_ref(slf.py())))
+        Ok(map.insert(fd, watcher))
     }
 
     /// Stops watching `fd` in one direction; returns the watcher, not cancelled. A closed loop
@@ -340,7 +366,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         fd: RawFd,
         write: bool,
-    ) -> PyResult<Option<Py<Handle>>> {
+    ) -> PyResult<Option<Watcher>> {
         let mut me = slf.try_borrow_mut()?;
         let me = &mut *me;
         let map = if write {
@@ -402,21 +428,22 @@ impl LoopCore {
             let me = &mut *me;
             for ev in poller.events.iter() {
                 let mut stale = false;
-                for (ready, map) in [
-                    (ev.readable, &mut me.readers),
-                    (ev.writable, &mut me.writers),
+                for (ready, map, write) in [
+                    (ev.readable, &mut me.readers, false),
+                    (ev.writable, &mut me.writers, true),
                 ] {
                     if !ready {
                         continue;
                     }
                     match map.get(&ev.fd) {
                         // As asyncio's _process_events: a cancelled watcher is unregistered.
-                        Some(h) if is_cancelled(py)(h) => {
-                            me.graveyard
-                                .push(map.remove(&ev.fd).expect("looked up above"));
+                        Some(Watcher::Handle(h)) if is_cancelled(py)(h) => {
+                            if let Some(Watcher::Handle(h)) = map.remove(&ev.fd) {
+                                me.graveyard.push(h);
+                            }
                             stale = true;
                         }
-                        Some(h) => me.ready.push_back(h.clone_ref(py)),
+                        Some(w) => me.ready.push_back(w.ready(py, write)),
                         None => stale = true,
                     }
                 }
@@ -438,9 +465,11 @@ impl LoopCore {
             let before = me.ready.len();
             me.timers
                 .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
-            for h in me.ready.range(before..) {
-                if let Ok(mut h) = h.bind(py).try_borrow_mut() {
-                    h.scheduled = false;
+            for item in me.ready.range(before..) {
+                if let Ready::Handle(h) = item {
+                    if let Ok(mut h) = h.bind(py).try_borrow_mut() {
+                        h.scheduled = false;
+                    }
                 }
             }
             if let Some(inbox) = &me.inbox {
@@ -464,16 +493,22 @@ impl LoopCore {
             (batch, me.debug)
         };
         let mut outcome = Ok(());
-        while let Some(handle) = batch.pop_front() {
-            let result = if debug {
-                Self::run_handle_debug(slf, handle.bind(py))
-            } else {
-                run_handle(py, handle.bind(py))
+        while let Some(item) = batch.pop_front() {
+            let result = match item {
+                Ready::Handle(handle) => {
+                    let result = if debug {
+                        Self::run_handle_debug(slf, handle.bind(py))
+                    } else {
+                        run_handle(py, handle.bind(py))
+                    };
+                    // Released (or recycled) here, with nothing borrowed: the handle may hold
+                    // the last reference to objects with finalizers.
+                    result.and(Self::recycle(slf, handle))
+                }
+                Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
+                Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
             };
-            // Released (or recycled) here, with nothing borrowed: the handle may hold the last
-            // reference to objects with finalizers.
-            let recycled = Self::recycle(slf, handle);
-            if let Err(err) = result.and(recycled) {
+            if let Err(err) = result {
                 outcome = Err(err);
                 break;
             }
@@ -515,8 +550,8 @@ impl LoopCore {
         let reactor = Reactor::new().map_err(os_error)?;
         let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
         Ok(LoopCore {
-            ready: VecDeque::new(),
-            spare: VecDeque::new(),
+            ready: ReadyQueue::default(),
+            spare: ReadyQueue::default(),
             timers: TimerHeap::new(),
             graveyard: Vec::new(),
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
@@ -552,7 +587,7 @@ impl LoopCore {
         let handle = Self::new_handle(slf, callback, args, context, debug)?;
         slf.try_borrow_mut()?
             .ready
-            .push_back(handle.clone().unbind());
+            .push_back(Ready::Handle(handle.clone().unbind()));
         Ok(handle)
     }
 
@@ -616,7 +651,7 @@ impl LoopCore {
             None => slf
                 .try_borrow_mut()?
                 .ready
-                .push_back(handle.clone().unbind()),
+                .push_back(Ready::Handle(handle.clone().unbind())),
         }
         Ok(handle)
     }
@@ -751,7 +786,7 @@ impl LoopCore {
 
     /// Pushes an existing handle to the ready queue (signal handlers use it).
     fn _add_callback(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
-        slf.try_borrow_mut()?.ready.push_back(handle);
+        slf.try_borrow_mut()?.ready.push_back(Ready::Handle(handle));
         Ok(())
     }
 
@@ -856,18 +891,20 @@ impl LoopCore {
                 return Ok(false);
             }
             me.closed = true;
-            let mut released: Vec<Py<Handle>> = me.ready.drain(..).collect();
-            released.extend(me.timers.clear());
-            released.extend(me.readers.drain().map(|(_, h)| h));
-            released.extend(me.writers.drain().map(|(_, h)| h));
+            let mut handles: Vec<Py<Handle>> = me.timers.clear();
             if let Some(inbox) = me.inbox.take() {
-                released.extend(inbox.clear());
+                handles.extend(inbox.clear());
             }
-            released.append(&mut me.graveyard);
-            released.append(&mut me.pool);
-            me.spare = VecDeque::new();
+            handles.append(&mut me.graveyard);
+            handles.append(&mut me.pool);
             me.poller = None;
-            released
+            (
+                handles,
+                std::mem::take(&mut me.ready),
+                std::mem::take(&mut me.spare),
+                std::mem::take(&mut me.readers),
+                std::mem::take(&mut me.writers),
+            )
         };
         drop(released);
         Ok(true)
@@ -876,15 +913,18 @@ impl LoopCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.task_factory)?;
         for h in self
-            .ready
+            .timers
             .iter()
-            .chain(self.spare.iter())
-            .chain(self.timers.iter())
             .chain(self.graveyard.iter())
-            .chain(self.readers.values())
-            .chain(self.writers.values())
+            .chain(self.pool.iter())
         {
             visit.call(h)?;
+        }
+        for item in self.ready.iter().chain(self.spare.iter()) {
+            item.visit(&visit)?;
+        }
+        for watcher in self.readers.values().chain(self.writers.values()) {
+            watcher.visit(&visit)?;
         }
         Ok(())
     }

@@ -258,6 +258,27 @@ pub(crate) fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
+/// Runs `f` inside `context` (a `contextvars.Context`), as `Context.run` does.
+pub(crate) fn with_context<T>(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+) -> PyResult<T> {
+    // SAFETY: `context` is a live object; PyContext_Enter type-checks it and fails with an
+    // exception set (not a crash) if it is not a Context or is already entered.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: balances the successful PyContext_Enter above on the same thread.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
+        let exit_err = PyErr::fetch(py);
+        result?;
+        return Err(exit_err);
+    }
+    result
+}
+
 /// Calls `callback(*args)` inside `context`.
 fn call_in_context(
     py: Python<'_>,
@@ -265,24 +286,14 @@ fn call_in_context(
     args: &Py<PyTuple>,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: `context` is a live object; PyContext_Enter type-checks it and fails with an
-    // exception set (not a crash) if it is not a Context or is already entered.
-    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
-    }
-    let args = args.bind(py);
-    let result = if args.is_empty() {
-        callback.bind(py).call0()
-    } else {
-        callback.bind(py).call1(args)
-    };
-    // SAFETY: balances the successful PyContext_Enter above on the same thread.
-    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
-        let exit_err = PyErr::fetch(py);
-        result?;
-        return Err(exit_err);
-    }
-    result.map(drop)
+    with_context(py, context, || {
+        let args = args.bind(py);
+        if args.is_empty() {
+            callback.bind(py).call0().map(drop)
+        } else {
+            callback.bind(py).call1(args).map(drop)
+        }
+    })
 }
 
 /// asyncio's `Handle._run()`: runs the callback; an exception goes to the loop's exception

@@ -7,6 +7,7 @@ mod errors;
 mod event_loop;
 mod fastcall;
 mod handles;
+mod ready;
 mod transport;
 
 use pyo3::prelude::*;

@@ -13,10 +13,10 @@
 //! - One read per readiness event (the reactor is level-triggered), 256 KiB at most, as asyncio's
 //!   `max_size`; `BufferedProtocol` reads straight into the protocol's buffer.
 //!
-//! The transport watches its fd through two persistent loop handles (one per direction) whose
-//! callbacks are its own `_read_ready`/`_write_ready`: no handle is allocated per event, and
-//! pausing just unwatches. Because an unwatch does not cancel a handle already queued for this
-//! iteration, both callbacks re-check the state they need.
+//! The loop dispatches the transport's readiness straight to `_read_ready`/`_write_ready`
+//! (`crate::ready`), inside a context copied when the transport was made, as the handle asyncio
+//! would have registered carries one. An unwatch cannot withdraw an event already queued for
+//! this iteration (asyncio cancels the handle instead), so both re-check the state they need.
 //!
 //! The Python subclass `ferroloop._transports.SocketTransport` adds the cold parts (repr,
 //! `__del__`, sendfile support) and the asyncio-visible class attributes.
@@ -34,7 +34,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::handles::{is_fatal, Handle};
+use crate::handles::{is_fatal, with_context};
+use crate::ready::Watcher;
 
 /// asyncio's `_SelectorSocketTransport.max_size`.
 const MAX_READ: usize = 256 * 1024;
@@ -106,8 +107,8 @@ pub struct SocketTransportCore {
     protocol_connected: bool,
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
-    read_handle: Option<Py<Handle>>,
-    write_handle: Option<Py<Handle>>,
+    /// The context protocol callbacks run in (copied at creation, as asyncio's reader handle).
+    context: Py<PyAny>,
     /// Unsent bytes are `buffer[head..]`; the consumed prefix is dropped when it dominates.
     buffer: Vec<u8>,
     head: usize,
@@ -162,21 +163,58 @@ impl SocketTransportCore {
 
     fn watch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
         let py = slf.py();
-        let (loop_, fd, handle) = {
+        let (loop_, fd) = {
             let me = slf.try_borrow()?;
-            let handle = if write {
-                &me.write_handle
-            } else {
-                &me.read_handle
-            };
-            match (&me.loop_, handle) {
-                (Some(l), Some(h)) => (l.clone_ref(py), me.fd, h.clone_ref(py)),
-                _ => return Ok(()),
+            match &me.loop_ {
+                Some(l) => (l.clone_ref(py), me.fd),
+                None => return Ok(()),
             }
         };
-        let old = LoopCore::watch(loop_.bind(py), fd, &handle, write)?;
+        let watcher = Watcher::Transport(slf.clone().unbind());
+        let old = LoopCore::watch(loop_.bind(py), fd, watcher, write)?;
         drop(old);
         Ok(())
+    }
+
+    /// Runs this transport's reaction to readiness, as the loop's ready queue asks. Errors are
+    /// reported like a failing callback's; only KeyboardInterrupt and SystemExit come back.
+    pub(crate) fn dispatch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let context = slf.try_borrow()?.context.clone_ref(py);
+        let result = with_context(py, &context, || {
+            if write {
+                Self::_write_ready(slf)
+            } else {
+                Self::_read_ready(slf)
+            }
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if is_fatal(py, &err) => Err(err),
+            Err(err) => {
+                let loop_ = slf.try_borrow()?.loop_.as_ref().map(|l| l.clone_ref(py));
+                let method = if write { "_write_ready" } else { "_read_ready" };
+                let context = PyDict::new(py);
+                context.set_item(
+                    "message",
+                    format!("Exception in callback {}.{method}()", slf.repr()?),
+                )?;
+                context.set_item("exception", err.value(py))?;
+                context.set_item("transport", slf)?;
+                match loop_ {
+                    Some(l) => l
+                        .bind(py)
+                        .call_method1("call_exception_handler", (context,))
+                        .map(drop),
+                    None => {
+                        err.restore(py);
+                        // SAFETY: an exception is set (restored just above).
+                        unsafe { pyo3::ffi::PyErr_WriteUnraisable(slf.as_ptr()) };
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 
     fn unwatch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
@@ -516,8 +554,12 @@ impl SocketTransportCore {
             protocol_connected: true,
             extra: extra.unbind(),
             server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-            read_handle: None,
-            write_handle: None,
+            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception
+            // set, which from_owned_ptr_or_err turns into an error.
+            context: unsafe {
+                Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())?
+            }
+            .unbind(),
             buffer: Vec::new(),
             head: 0,
             high_water: DEFAULT_HIGH_WATER,
@@ -531,12 +573,6 @@ impl SocketTransportCore {
         })
     }
 
-    /// Installs the two persistent handles (built by the loop, so they carry its context).
-    fn _set_handles(&mut self, read_handle: Py<Handle>, write_handle: Py<Handle>) {
-        self.read_handle = Some(read_handle);
-        self.write_handle = Some(write_handle);
-    }
-
     /// Starts reading (scheduled right after `connection_made`), unless closing or paused.
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         {
@@ -548,7 +584,7 @@ impl SocketTransportCore {
         Self::watch(slf, false)
     }
 
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, protocol, buffered) = {
             let me = slf.try_borrow()?;
@@ -564,7 +600,7 @@ impl SocketTransportCore {
         }
     }
 
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let sent = {
             let me = slf.try_borrow()?;
@@ -734,19 +770,13 @@ impl SocketTransportCore {
                 .map(drop),
             _ => Ok(()),
         };
-        let (sock, server, handles, waiter) = {
+        let (sock, server, waiter) = {
             let mut me = slf.try_borrow_mut()?;
             me.conn_lost = me.conn_lost.max(1);
             me.closing = true;
-            let handles = (me.read_handle.take(), me.write_handle.take());
             me.protocol = None;
             me.loop_ = None;
-            (
-                me.sock.take(),
-                me.server.take(),
-                handles,
-                me.empty_waiter.take(),
-            )
+            (me.sock.take(), me.server.take(), me.empty_waiter.take())
         };
         if let Some(sock) = sock {
             sock.bind(py).call_method0("close")?;
@@ -754,7 +784,6 @@ impl SocketTransportCore {
         if let Some(server) = server {
             server.bind(py).call_method0("_detach")?;
         }
-        drop(handles);
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
             if !waiter.call_method0("done")?.is_truthy()? {
@@ -940,8 +969,7 @@ impl SocketTransportCore {
         visit.call(&self.protocol)?;
         visit.call(&self.extra)?;
         visit.call(&self.server)?;
-        visit.call(&self.read_handle)?;
-        visit.call(&self.write_handle)?;
+        visit.call(&self.context)?;
         visit.call(&self.empty_waiter)?;
         Ok(())
     }
@@ -951,8 +979,6 @@ impl SocketTransportCore {
         self.sock = None;
         self.protocol = None;
         self.server = None;
-        self.read_handle = None;
-        self.write_handle = None;
         self.empty_waiter = None;
     }
 }

@@ -25,10 +25,6 @@ class SocketTransport(SocketTransportCore):
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         # The native base has taken loop, sock, protocol, extra and server already.
         base_events._set_nodelay(sock)
-        self._set_handles(
-            loop._make_handle(self._read_ready, ()),
-            loop._make_handle(self._write_ready, ()),
-        )
         loop._transports[self._sock_fd] = self
         if server is not None:
             server._attach()
