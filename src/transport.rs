@@ -782,7 +782,7 @@ impl SocketTransportCore {
             sock.bind(py).call_method0("close")?;
         }
         if let Some(server) = server {
-            server.bind(py).call_method0("_detach")?;
+            server.bind(py).call_method1("_detach", (slf,))?;
         }
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);

@@ -58,6 +58,8 @@ class Loop(LoopCore, NetworkMixin, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._signal_handlers = {}
+        # fd -> transport, as asyncio's selector loop keeps it (_ensure_fd_no_transport, sendfile).
+        self._transports = weakref.WeakValueDictionary()
         self._ssock = self._csock = None
         self._prev_wakeup_fd = -1
         self.slow_callback_duration = 0.1

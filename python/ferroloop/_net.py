@@ -1,60 +1,239 @@
 """Networking for ``ferroloop.Loop``: sockets, DNS, TCP and Unix connections and servers.
 
-``NetworkMixin`` is a base class of ``Loop``; it follows asyncio's ``base_events.py`` and
-``selector_events.py`` / ``unix_events.py`` method by method. Methods not implemented yet raise
-NotImplementedError naming the issue that brings them (the README's compatibility table).
+``NetworkMixin`` is a base class of ``Loop``. The split is by temperature:
+
+- The data path is native: every connected stream socket gets a ``SocketTransport`` whose reads,
+  writes, buffering and flow control run in Rust (src/transport.rs), dispatched straight from
+  the reactor.
+- The cold orchestration (argument checks, resolving, happy eyeballs, binding, the accept loop,
+  the ``sock_*`` coroutines, sendfile) is the running interpreter's own asyncio code, taken
+  method by method from ``base_events``, ``selector_events`` and ``unix_events``. It runs once
+  per connection, not per byte, and taking it as is keeps every argument check, error message
+  and corner case exactly asyncio's, for whichever Python version we run on. Those methods only
+  need the small internal interface defined below (``_transports``, ``_add_reader``...,
+  ``_make_socket_transport``, ``_start_serving``).
+
+What is not implemented yet raises NotImplementedError naming the issue that brings it (the
+README's compatibility table lists them).
 """
 
 from __future__ import annotations
 
-__all__ = ["NetworkMixin"]
+import socket
+from asyncio import base_events, selector_events, tasks, unix_events
 
-_NETWORKING_ISSUE = "networking (issue 3)"
+from ._transports import SocketTransport
+
+__all__ = ["NetworkMixin", "Server"]
+
 _TRANSPORTS_ISSUE = "UDP, pipes, subprocesses and TLS (issue 4)"
 
 # Methods of asyncio.AbstractEventLoop that later work provides; until then they raise
-# NotImplementedError naming what is missing (the README's compatibility table lists them).
-_NOT_YET = {
-    "create_connection": _NETWORKING_ISSUE,
-    "create_server": _NETWORKING_ISSUE,
-    "create_unix_connection": _NETWORKING_ISSUE,
-    "create_unix_server": _NETWORKING_ISSUE,
-    "connect_accepted_socket": _NETWORKING_ISSUE,
-    "sendfile": _NETWORKING_ISSUE,
-    "sock_recv": _NETWORKING_ISSUE,
-    "sock_recv_into": _NETWORKING_ISSUE,
-    "sock_sendall": _NETWORKING_ISSUE,
-    "sock_connect": _NETWORKING_ISSUE,
-    "sock_accept": _NETWORKING_ISSUE,
-    "sock_sendfile": _NETWORKING_ISSUE,
-    "getaddrinfo": _NETWORKING_ISSUE,
-    "getnameinfo": _NETWORKING_ISSUE,
-    "start_tls": _TRANSPORTS_ISSUE,
-    "create_datagram_endpoint": _TRANSPORTS_ISSUE,
-    "sock_recvfrom": _TRANSPORTS_ISSUE,
-    "sock_recvfrom_into": _TRANSPORTS_ISSUE,
-    "sock_sendto": _TRANSPORTS_ISSUE,
-    "connect_read_pipe": _TRANSPORTS_ISSUE,
-    "connect_write_pipe": _TRANSPORTS_ISSUE,
-    "subprocess_exec": _TRANSPORTS_ISSUE,
-    "subprocess_shell": _TRANSPORTS_ISSUE,
+# NotImplementedError naming what is missing.
+_NOT_YET = (
+    "start_tls",
+    "create_datagram_endpoint",
+    "sock_recvfrom",
+    "sock_recvfrom_into",
+    "sock_sendto",
+    "connect_read_pipe",
+    "connect_write_pipe",
+    "subprocess_exec",
+    "subprocess_shell",
+)
+
+_BASE = base_events.BaseEventLoop
+_SELECTOR = selector_events.BaseSelectorEventLoop
+_UNIX = unix_events._UnixSelectorEventLoop
+
+# asyncio's methods that run unchanged on our loop, by the class that defines them.
+_BORROWED = {
+    _BASE: (
+        "getnameinfo",
+        "_getaddrinfo_debug",
+        "_ensure_resolved",
+        "_create_server_getaddrinfo",
+        "create_connection",
+        "_connect_sock",
+        "_create_connection_transport",
+        "connect_accepted_socket",
+        "sock_sendfile",
+        "_check_sendfile_params",
+        "_sock_sendfile_fallback",
+        "sendfile",
+        "_sendfile_fallback",
+    ),
+    _SELECTOR: (
+        "sock_recv",
+        "_sock_recv",
+        "sock_recv_into",
+        "_sock_recv_into",
+        "_sock_read_done",
+        "sock_sendall",
+        "_sock_sendall",
+        "sock_connect",
+        "_sock_connect",
+        "_sock_connect_cb",
+        "_sock_write_done",
+        "sock_accept",
+        "_sock_accept",
+        "_sendfile_native",
+        "_start_serving",
+        "_accept_connection",
+        "_accept_connection2",
+        "_stop_serving",
+        "_ensure_fd_no_transport",
+    ),
+    _UNIX: (
+        "create_unix_connection",
+        "_sock_sendfile_native",
+        "_sock_sendfile_native_impl",
+        "_sock_sendfile_update_filepos",
+        "_sock_add_cancellation_callback",
+    ),
 }
 
 
-def _not_yet(name: str, where: str):
+class Server(base_events.Server):
+    """asyncio's Server, which also knows its connected transports.
+
+    That is what ``close_clients()`` and ``abort_clients()`` (new in Python 3.13) need; they are
+    available on every Python version here. The transports attach and detach themselves.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = set()
+        if not hasattr(self, "_active_count"):
+            self._active_count = 0
+
+    # Both counts are kept so that the base class's close() and wait_closed() work whichever
+    # of them the running Python's version uses.
+    def _attach(self, transport=None):
+        assert self._sockets is not None
+        self._active_count += 1
+        if transport is not None:
+            self._clients.add(transport)
+
+    def _detach(self, transport=None):
+        assert self._active_count > 0
+        self._active_count -= 1
+        self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def close_clients(self):
+        """Close every connection this server accepted (their buffered data is flushed)."""
+        for transport in self._clients.copy():
+            transport.close()
+
+    def abort_clients(self):
+        """Abort every connection this server accepted (their buffered data is dropped)."""
+        for transport in self._clients.copy():
+            transport.abort()
+
+
+def _rebind_server(loop, server):
+    """Make asyncio's not yet serving ``base_events.Server`` one of ours."""
+    return Server(
+        loop,
+        server._sockets,
+        server._protocol_factory,
+        server._ssl_context,
+        server._backlog,
+        server._ssl_handshake_timeout,
+        server._ssl_shutdown_timeout,
+    )
+
+
+class NetworkMixin:
+    """The networking half of asyncio.AbstractEventLoop."""
+
+    # -- the internal interface asyncio's networking methods use ------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, *args, **kwargs):
+        raise NotImplementedError(
+            f"ferroloop does not implement TLS (ssl=...) yet: it comes with {_TRANSPORTS_ISSUE}"
+        )
+
+    def _add_reader(self, fd, callback, *args):
+        return self.add_reader(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        return self.remove_reader(fd)
+
+    def _add_writer(self, fd, callback, *args):
+        return self.add_writer(fd, callback, *args)
+
+    def _remove_writer(self, fd):
+        return self.remove_writer(fd)
+
+    # -- DNS --------------------------------------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """``socket.getaddrinfo`` off the loop's thread, except for numeric hosts.
+
+        A numeric host (or None) needs no resolver, so it is answered here at once; only names
+        go to the default executor, as asyncio does.
+        """
+        try:
+            return socket.getaddrinfo(
+                host, port, family, type, proto, flags | socket.AI_NUMERICHOST
+            )
+        except socket.gaierror as exc:
+            if exc.errno != socket.EAI_NONAME:
+                raise
+        except UnicodeError:
+            pass  # Let the resolver raise what it raises for such a name.
+        getaddr_func = self._getaddrinfo_debug if self._debug else socket.getaddrinfo
+        return await self.run_in_executor(
+            None, getaddr_func, host, port, family, type, proto, flags
+        )
+
+    # -- servers ------------------------------------------------------------------------------
+
+    async def create_server(
+        self, protocol_factory, host=None, port=None, *, start_serving=True, **kwargs
+    ):
+        # asyncio checks the arguments, resolves and binds; the Server is ours.
+        server = await _BASE.create_server(
+            self, protocol_factory, host, port, start_serving=False, **kwargs
+        )
+        return await self._finish_server(server, start_serving)
+
+    async def create_unix_server(
+        self, protocol_factory, path=None, *, start_serving=True, **kwargs
+    ):
+        server = await _UNIX.create_unix_server(
+            self, protocol_factory, path, start_serving=False, **kwargs
+        )
+        return await self._finish_server(server, start_serving)
+
+    async def _finish_server(self, server, start_serving):
+        server = _rebind_server(self, server)
+        if start_serving:
+            server._start_serving()
+            # Skip one loop iteration so that all 'loop.add_reader' go through.
+            await tasks.sleep(0)
+        return server
+
+
+def _not_yet(name: str):
     async def method(self, *args, **kwargs):
         raise NotImplementedError(
-            f"ferroloop does not implement {name}() yet: it comes with {where}"
+            f"ferroloop does not implement {name}() yet: it comes with {_TRANSPORTS_ISSUE}"
         )
 
     method.__name__ = method.__qualname__ = name
     return method
 
 
-class NetworkMixin:
-    """The networking half of asyncio.AbstractEventLoop."""
-
-
-for _name, _where in _NOT_YET.items():
-    setattr(NetworkMixin, _name, _not_yet(_name, _where))
-del _name, _where
+for _cls, _names in _BORROWED.items():
+    for _name in _names:
+        setattr(NetworkMixin, _name, _cls.__dict__[_name])
+for _name in _NOT_YET:
+    setattr(NetworkMixin, _name, _not_yet(_name))
+del _cls, _names, _name

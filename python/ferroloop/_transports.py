@@ -27,7 +27,7 @@ class SocketTransport(SocketTransportCore):
         base_events._set_nodelay(sock)
         loop._transports[self._sock_fd] = self
         if server is not None:
-            server._attach()
+            server._attach(self)
         loop.call_soon(protocol.connection_made, self)
         # Only start reading once connection_made() has been called.
         loop.call_soon(self._start_reading)
