@@ -6,12 +6,12 @@
   writes, buffering and flow control run in Rust (src/transport.rs), dispatched straight from
   the reactor.
 - The cold orchestration (argument checks, resolving, happy eyeballs, binding, the accept loop,
-  the ``sock_*`` coroutines, sendfile) is the running interpreter's own asyncio code, taken
-  method by method from ``base_events``, ``selector_events`` and ``unix_events``. It runs once
-  per connection, not per byte, and taking it as is keeps every argument check, error message
-  and corner case exactly asyncio's, for whichever Python version we run on. Those methods only
-  need the small internal interface defined below (``_transports``, ``_add_reader``...,
-  ``_make_socket_transport``, ``_start_serving``).
+  the ``sock_*`` coroutines, sendfile, TLS through ``sslproto``) is the running interpreter's
+  own asyncio code, taken method by method from ``base_events``, ``selector_events`` and
+  ``unix_events``. It runs once per connection, not per byte, and taking it as is keeps every
+  argument check, error message and corner case exactly asyncio's, for whichever Python
+  version we run on. Those methods only need the small internal interface defined below
+  (``_transports``, ``_add_reader``..., ``_make_socket_transport``, ``_start_serving``).
 
 What is not implemented yet raises NotImplementedError naming the issue that brings it (the
 README's compatibility table lists them).
@@ -31,7 +31,6 @@ _TRANSPORTS_ISSUE = "UDP, pipes, subprocesses and TLS (issue 4)"
 # Methods of asyncio.AbstractEventLoop that later work provides; until then they raise
 # NotImplementedError naming what is missing.
 _NOT_YET = (
-    "start_tls",
     "create_datagram_endpoint",
     "sock_recvfrom",
     "sock_recvfrom_into",
@@ -61,9 +60,11 @@ _BORROWED = {
         "_check_sendfile_params",
         "_sock_sendfile_fallback",
         "sendfile",
-        "_sendfile_fallback",
+        "start_tls",
     ),
     _SELECTOR: (
+        # TLS is asyncio's sslproto.SSLProtocol (a BufferedProtocol) over our native transport.
+        "_make_ssl_transport",
         "sock_recv",
         "_sock_recv",
         "sock_recv_into",
@@ -133,6 +134,26 @@ class Server(base_events.Server):
             transport.abort()
 
 
+class _SendfileFallbackProtocol(base_events._SendfileFallbackProtocol):
+    """asyncio's, without its ``isinstance(transp, transports._FlowControlMixin)`` check.
+
+    Our transport is native, so it cannot derive from asyncio's pure-Python transport classes
+    (uvloop's cannot either); it has everything this protocol uses.
+    """
+
+    def __init__(self, transp):
+        self._transport = transp
+        self._proto = transp.get_protocol()
+        self._should_resume_reading = transp.is_reading()
+        self._should_resume_writing = transp._protocol_paused
+        transp.pause_reading()
+        transp.set_protocol(self)
+        if self._should_resume_writing:
+            self._write_ready_fut = transp._loop.create_future()
+        else:
+            self._write_ready_fut = None
+
+
 def _rebind_server(loop, server):
     """Make asyncio's not yet serving ``base_events.Server`` one of ours."""
     return Server(
@@ -154,11 +175,6 @@ class NetworkMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return SocketTransport(self, sock, protocol, waiter, extra, server)
 
-    def _make_ssl_transport(self, rawsock, protocol, sslcontext, *args, **kwargs):
-        raise NotImplementedError(
-            f"ferroloop does not implement TLS (ssl=...) yet: it comes with {_TRANSPORTS_ISSUE}"
-        )
-
     def _add_reader(self, fd, callback, *args):
         return self.add_reader(fd, callback, *args)
 
@@ -170,6 +186,33 @@ class NetworkMixin:
 
     def _remove_writer(self, fd):
         return self.remove_writer(fd)
+
+    async def _sendfile_fallback(self, transp, file, offset, count):
+        # asyncio's loop.sendfile() fallback (read blocks in the executor, write them with flow
+        # control), with the protocol above.
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        proto = _SendfileFallbackProtocol(transp)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        return total_sent
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total_sent  # EOF
+                await proto.drain()
+                transp.write(view[:read])
+                total_sent += read
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+            await proto.restore()
 
     # -- DNS --------------------------------------------------------------------------------
 
