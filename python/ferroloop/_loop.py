@@ -77,6 +77,26 @@ class Loop(LoopCore, NetworkMixin, asyncio.AbstractEventLoop):
             if not self.is_running():
                 self.close()
 
+    # -- fd watchers ---------------------------------------------------------------------------
+    # The native methods refuse an fd a transport is watching right now; asyncio also refuses
+    # the fd of a live transport that is not watching it (paused reading, empty buffer).
+
+    def add_reader(self, fd, callback, *args):
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.add_reader(self, fd, callback, *args)
+
+    def add_writer(self, fd, callback, *args):
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.add_writer(self, fd, callback, *args)
+
+    def remove_reader(self, fd):
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.remove_reader(self, fd)
+
+    def remove_writer(self, fd):
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.remove_writer(self, fd)
+
     # -- running and stopping ------------------------------------------------------------------
 
     def _check_closed(self):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 from asyncio import base_events, selector_events, tasks, unix_events
 
+from ._ferroloop import LoopCore
 from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
@@ -175,17 +176,18 @@ class NetworkMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    # Without the transport check of the public methods: their callers have made it.
     def _add_reader(self, fd, callback, *args):
-        return self.add_reader(fd, callback, *args)
+        return LoopCore.add_reader(self, fd, callback, *args)
 
     def _remove_reader(self, fd):
-        return self.remove_reader(fd)
+        return LoopCore.remove_reader(self, fd)
 
     def _add_writer(self, fd, callback, *args):
-        return self.add_writer(fd, callback, *args)
+        return LoopCore.add_writer(self, fd, callback, *args)
 
     def _remove_writer(self, fd):
-        return self.remove_writer(fd)
+        return LoopCore.remove_writer(self, fd)
 
     async def _sendfile_fallback(self, transp, file, offset, count):
         # asyncio's loop.sendfile() fallback (read blocks in the executor, write them with flow
