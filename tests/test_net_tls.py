@@ -1,0 +1,1160 @@
+"""TLS over the loop's transports (asyncio's sslproto on top of them).
+
+A self-signed certificate for localhost / 127.0.0.1 is generated once per session with the
+``openssl`` CLI. Covered: echo through create_server/create_connection and streams, the TLS
+extra info on both sides, mutual TLS, start_tls upgrades (loop API and StreamWriter), verification
+failures (unknown CA, hostname mismatch), handshake timeouts on both sides, TLS over Unix sockets,
+clean close (close_notify both ways), sendfile over TLS (the fallback path) and asyncio's argument
+checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import termios
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from net_helpers import (
+    BufferedEcho,
+    KiB,
+    MiB,
+    Recorder,
+    close_server,
+    digest,
+    echo_server,
+    fd_count,
+    payload,
+    run,
+    settle_fds,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+HOSTNAME = "localhost"
+
+
+# -- certificates -------------------------------------------------------------------------------
+
+
+@dataclass
+class Certs:
+    cert: Path
+    key: Path
+    other_cert: Path  # an unrelated self-signed CA (same subject, different key)
+    other_key: Path
+
+    def server(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def client(self, cafile: Path | None = None) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(cafile or self.cert))
+
+
+def _openssl_selfsigned(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command line tool is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = _openssl_selfsigned(d, "good")
+    other_cert, other_key = _openssl_selfsigned(d, "other")
+    return Certs(cert, key, other_cert, other_key)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class EchoRecorder(Recorder):
+    """A Recorder that also echoes what it receives."""
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.transport.write(data)
+
+
+def chunks(data: bytes, size: int):
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def wait_fds(target: int, tries: int = 300) -> int:
+    """Let pending closes run until the fd count is back to ``target`` (or give up)."""
+    n = fd_count()
+    for _ in range(tries):
+        settle_fds()
+        n = fd_count()
+        if n <= target:
+            return n
+        await asyncio.sleep(0.01)
+    return n
+
+
+async def tls_pair(loop, certs, server_factory=None, **server_kw):
+    """A TLS server with one connected client: (server, client tr, client pr, server pr)."""
+    accepted = loop.create_future()
+
+    def factory():
+        p = (server_factory or (lambda: Recorder(loop)))()
+        if not accepted.done():
+            accepted.set_result(p)
+        return p
+
+    server, port = await echo_server(loop, factory, ssl=certs.server(), **server_kw)
+    tr, pr = await loop.create_connection(
+        lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+    )
+    srv = await accepted
+    await srv.made
+    return server, tr, pr, srv
+
+
+def unread_bytes(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def quiet_handler(contexts):
+    def handler(loop, context):
+        contexts.append(context)
+
+    return handler
+
+
+# -- echo ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 64 * KiB, 4 * MiB], ids=["1B", "64KiB", "4MiB"])
+def test_tls_echo_protocol(loop, certs, size):
+    data = payload(size, seed=21)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs, lambda: EchoRecorder(loop))
+        third = max(1, size // 3)
+        tr.write(data[:third])
+        tr.writelines(chunks(data[third:], 100 * KiB))
+        await pr.wait_bytes(size)
+        tr.close()
+        exc = await pr.done
+        srv_exc = await srv.done
+        await close_server(server)
+        return exc, srv_exc, pr, srv
+
+    exc, srv_exc, pr, srv = run(loop, main(), timeout=50)
+    assert exc is None and srv_exc is None
+    assert len(pr.data) == size and digest(pr.data) == digest(data)
+    assert digest(srv.data) == digest(data)
+    assert pr.events[0] == "made" and pr.events[-1] == "lost"
+    assert srv.events[0] == "made" and srv.events[-2:] == ["eof", "lost"]
+
+
+@pytest.mark.parametrize("server_hostname", ["localhost", "127.0.0.1"])
+def test_tls_server_hostname_dns_and_ip_san(loop, certs, server_hostname):
+    """The certificate names both DNS:localhost and IP:127.0.0.1; either verifies."""
+
+    async def main():
+        server, port = await echo_server(loop, ssl=certs.server())
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop),
+            "127.0.0.1",
+            port,
+            ssl=certs.client(),
+            server_hostname=server_hostname,
+        )
+        tr.write(b"ping")
+        await pr.wait_bytes(4)
+        sslobj = tr.get_extra_info("ssl_object")
+        hostname = sslobj.server_hostname
+        tr.close()
+        await pr.done
+        await close_server(server)
+        return bytes(pr.data), hostname
+
+    data, hostname = run(loop, main())
+    assert data == b"ping"
+    assert hostname == server_hostname
+
+
+def test_tls_host_name_defaults_server_hostname(loop, certs):
+    """Without server_hostname the host argument is what the certificate is checked against."""
+
+    async def main():
+        server, port = await echo_server(loop, ssl=certs.server())
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client()
+        )
+        hostname = tr.get_extra_info("ssl_object").server_hostname
+        tr.write(b"abc")
+        await pr.wait_bytes(3)
+        tr.close()
+        await pr.done
+        await close_server(server)
+        return bytes(pr.data), hostname
+
+    data, hostname = run(loop, main())
+    assert data == b"abc"
+    assert hostname == "127.0.0.1"
+
+
+class MemoryviewEcho(BufferedEcho):
+    """BufferedEcho handing out a memoryview.
+
+    3.11's sslproto fills ``buf[offset:]`` after a partial read, which for a bytearray is a
+    copy; with a memoryview it is the buffer itself.
+    """
+
+    def get_buffer(self, sizehint):
+        self.sizehints.append(sizehint)
+        return memoryview(self.buf)
+
+
+def test_tls_buffered_protocols(loop, certs):
+    """sslproto feeds a BufferedProtocol application through get_buffer/buffer_updated."""
+    data = payload(MiB, seed=22)
+
+    class Client(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = memoryview(bytearray(10 * KiB))
+            self.got = bytearray()
+            self.done = loop.create_future()
+            self.full = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            assert 0 < nbytes <= len(self.buf)
+            self.got += self.buf[:nbytes]
+            if len(self.got) >= len(data) and not self.full.done():
+                self.full.set_result(None)
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    async def main():
+        server, port = await echo_server(loop, MemoryviewEcho, ssl=certs.server())
+        tr, pr = await loop.create_connection(
+            Client, "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        tr.write(data)
+        await pr.full
+        tr.close()
+        exc = await pr.done
+        await close_server(server)
+        return exc, pr.got
+
+    exc, got = run(loop, main())
+    assert exc is None
+    assert digest(got) == digest(data)
+
+
+def test_tls_streams(loop, certs):
+    data = payload(256 * KiB, seed=23)
+    lines = [line + b"\n" for line in data.hex().encode().split(b"0")[:2000]]
+
+    async def handle(reader, writer):
+        assert writer.get_extra_info("ssl_object") is not None
+        while line := await reader.readline():
+            writer.write(line[::-1])
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=certs.server())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        assert writer.can_write_eof() is False
+        got = []
+        for line in lines:
+            writer.write(line)
+            await writer.drain()
+            got.append(await reader.readexactly(len(line)))
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return got
+
+    got = run(loop, main(), timeout=50)
+    assert got == [line[::-1] for line in lines]
+
+
+def test_tls_streams_server_closes_client_reads_to_eof(loop, certs):
+    data = payload(2 * MiB, seed=24)
+
+    async def handle(reader, writer):
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=certs.server())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        got = await reader.read()
+        at_eof = reader.at_eof()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return got, at_eof
+
+    got, at_eof = run(loop, main())
+    assert at_eof
+    assert digest(got) == digest(data)
+
+
+# -- flow control -------------------------------------------------------------------------------
+
+
+def test_tls_pause_writing_with_slow_reader(loop, certs):
+    """Writes pile up behind a reader that stops: pause_writing, then resume_writing."""
+    data = payload(16 * MiB, seed=27)
+
+    class Writer(Recorder):
+        def __init__(self, loop):
+            super().__init__(loop)
+            self.flow = []
+            self.resumed = loop.create_future()
+
+        def pause_writing(self):
+            self.flow.append("pause")
+
+        def resume_writing(self):
+            self.flow.append("resume")
+            if not self.resumed.done():
+                self.resumed.set_result(None)
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            p = Recorder(loop)
+            accepted.set_result(p)
+            return p
+
+        server, port = await echo_server(loop, factory, ssl=certs.server())
+        tr, pr = await loop.create_connection(
+            lambda: Writer(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        srv = await accepted
+        await srv.made
+        srv.transport.pause_reading()
+        # sslproto encrypts into the socket transport at once; once that one is over its
+        # high-water mark, further writes stay in the SSL layer and pause the application.
+        for chunk in chunks(data, 64 * KiB):
+            tr.write(chunk)
+        paused_after_write = list(pr.flow)
+        ssl_buffered = tr.get_write_buffer_size()
+        srv.transport.resume_reading()
+        await pr.resumed
+        await srv.wait_bytes(len(data))
+        tr.close()
+        await pr.done
+        await srv.done
+        await close_server(server)
+        return paused_after_write, ssl_buffered, pr.flow, bytes(srv.data)
+
+    paused_after_write, ssl_buffered, flow, got = run(loop, main(), timeout=50)
+    assert paused_after_write == ["pause"]
+    assert ssl_buffered > 0
+    assert flow[:2] == ["pause", "resume"]
+    assert digest(got) == digest(data)
+
+
+def test_tls_pause_reading_stops_delivery(loop, certs):
+    """While the TLS transport is paused, data reaches the socket but is not delivered."""
+    data = payload(16 * MiB, seed=28)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        tr.pause_reading()
+        paused = tr.is_reading()
+        for chunk in chunks(data, 64 * KiB):
+            srv.transport.write(chunk)
+        # Wait (bounded) until encrypted data sits in the reader's socket.
+        fd = tr.get_extra_info("socket").fileno()
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if unread_bytes(fd) > 0:
+                break
+        arrived = unread_bytes(fd) > 0
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen_while_paused = len(pr.data)
+        tr.resume_reading()
+        reading = tr.is_reading()
+        await pr.wait_bytes(len(data))
+        tr.close()
+        await pr.done
+        await srv.done
+        await close_server(server)
+        return paused, arrived, seen_while_paused, reading, bytes(pr.data)
+
+    paused, arrived, seen, reading, got = run(loop, main(), timeout=50)
+    assert paused is False and reading is True
+    assert arrived
+    assert seen == 0  # nothing was delivered while paused
+    assert digest(got) == digest(data)
+
+
+# -- extra info ---------------------------------------------------------------------------------
+
+
+def test_tls_extra_info_both_sides(loop, certs):
+    server_ctx = certs.server()
+    client_ctx = certs.client()
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            p = Recorder(loop)
+            accepted.set_result(p)
+            return p
+
+        server, port = await echo_server(loop, factory, ssl=server_ctx)
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop), "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME
+        )
+        srv = await accepted
+        await srv.made
+        info = {}
+        for side, t in (("client", tr), ("server", srv.transport)):
+            sslobj = t.get_extra_info("ssl_object")
+            info[side] = {
+                "ssl_object": sslobj,
+                "is_sslobject": isinstance(sslobj, ssl.SSLObject),
+                "server_side": sslobj.server_side,
+                "version": sslobj.version(),
+                "peercert": t.get_extra_info("peercert"),
+                "cipher": t.get_extra_info("cipher"),
+                "compression": t.get_extra_info("compression"),
+                "sslcontext": t.get_extra_info("sslcontext"),
+                "sslobj_cipher": sslobj.cipher(),
+                "sslobj_compression": sslobj.compression(),
+                "peername": t.get_extra_info("peername"),
+                "sockname": t.get_extra_info("sockname"),
+                "socket_family": t.get_extra_info("socket").family,
+                "missing": t.get_extra_info("no-such-key", "dflt"),
+            }
+        tr.close()
+        await pr.done
+        await srv.done
+        await close_server(server)
+        return port, info
+
+    port, info = run(loop, main())
+    c, s = info["client"], info["server"]
+    assert c["is_sslobject"] and s["is_sslobject"]
+    assert c["ssl_object"] is not s["ssl_object"]
+    assert c["server_side"] is False and s["server_side"] is True
+    assert c["sslcontext"] is client_ctx
+    assert s["sslcontext"] is server_ctx
+    # The client sees the server's certificate; the server asked for none.
+    peercert = c["peercert"]
+    assert isinstance(peercert, dict)
+    assert (("commonName", "localhost"),) in peercert["subject"]
+    assert ("DNS", "localhost") in peercert["subjectAltName"]
+    assert ("IP Address", "127.0.0.1") in peercert["subjectAltName"]
+    assert s["peercert"] is None
+    # Both ends negotiated the same cipher; the extra info is the SSL object's view.
+    assert isinstance(c["cipher"], tuple) and len(c["cipher"]) == 3
+    assert c["cipher"] == c["sslobj_cipher"]
+    assert s["cipher"] == s["sslobj_cipher"]
+    assert c["cipher"][:2] == s["cipher"][:2]
+    assert c["compression"] == c["sslobj_compression"]
+    assert s["compression"] == s["sslobj_compression"]
+    assert c["version"] == s["version"] and c["version"].startswith("TLS")
+    # The socket-level keys pass through to the underlying transport.
+    assert c["peername"] == ("127.0.0.1", port)
+    assert s["sockname"] == ("127.0.0.1", port)
+    assert c["sockname"] == s["peername"]
+    assert c["socket_family"] == s["socket_family"] == socket.AF_INET
+    assert c["missing"] == s["missing"] == "dflt"
+
+
+def test_tls_mutual_authentication(loop, certs):
+    """A server that requires a client certificate sees it as its peercert."""
+    server_ctx = certs.server()
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(str(certs.cert))
+    client_ctx = certs.client()
+    client_ctx.load_cert_chain(certs.cert, certs.key)
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            p = EchoRecorder(loop)
+            accepted.set_result(p)
+            return p
+
+        server, port = await echo_server(loop, factory, ssl=server_ctx)
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop), "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME
+        )
+        srv = await accepted
+        await srv.made
+        tr.write(b"hello")
+        await pr.wait_bytes(5)
+        peercert = srv.transport.get_extra_info("peercert")
+        tr.close()
+        await pr.done
+        await srv.done
+        await close_server(server)
+        return bytes(pr.data), peercert
+
+    data, peercert = run(loop, main())
+    assert data == b"hello"
+    assert isinstance(peercert, dict)
+    assert (("commonName", "localhost"),) in peercert["subject"]
+
+
+def test_tls_mutual_authentication_missing_client_cert(loop, certs):
+    """No client certificate where one is required: the connection fails, nothing leaks."""
+    server_ctx = certs.server()
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(str(certs.cert))
+    contexts = []
+
+    async def main():
+        loop.set_exception_handler(quiet_handler(contexts))
+        made = []
+
+        class Srv(Recorder):
+            def connection_made(self, transport):
+                made.append(transport)
+                super().connection_made(transport)
+
+        server, port = await echo_server(loop, lambda: Srv(loop), ssl=server_ctx)
+        try:
+            tr, pr = await loop.create_connection(
+                lambda: Recorder(loop),
+                "127.0.0.1",
+                port,
+                ssl=certs.client(),
+                server_hostname=HOSTNAME,
+            )
+        except (ssl.SSLError, ConnectionError) as exc:
+            outcome = ("raised", exc)
+        else:
+            # TLS 1.3: the client may finish its handshake before the server rejects it;
+            # the rejection then ends the connection.
+            tr.write(b"x")
+            await pr.done
+            outcome = ("lost", pr)
+            tr.close()
+        await close_server(server)
+        return outcome, made
+
+    settle_fds()
+    before = fd_count()
+    (how, what), made = run(loop, main())
+    after = run(loop, wait_fds(before))
+    if how == "lost":
+        assert what.data == b""  # not a byte of application data got through
+        assert len(what.lost) == 1 and what.events[-1] == "lost"
+        assert what.lost[0] is None or isinstance(what.lost[0], OSError)
+    else:
+        assert isinstance(what, ssl.SSLError | ConnectionError)
+    assert made == []  # the server's application never saw the connection
+    assert after == before, f"fd leak: {before} -> {after}"
+
+
+# -- start_tls ----------------------------------------------------------------------------------
+
+
+def test_start_tls_loop_api_both_sides(loop, certs):
+    """A plain connection is upgraded with loop.start_tls() on both ends."""
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            p = Recorder(loop)
+            accepted.set_result(p)
+            return p
+
+        server, port = await echo_server(loop, factory)
+        tr, pr = await loop.create_connection(lambda: Recorder(loop), "127.0.0.1", port)
+        srv = await accepted
+        await srv.made
+
+        # Plain-text negotiation first.
+        tr.write(b"STARTTLS\n")
+        await srv.wait_bytes(9)
+        srv.transport.write(b"OK\n")
+        await pr.wait_bytes(3)
+        plain_before = tr.get_extra_info("ssl_object"), srv.transport.get_extra_info("ssl_object")
+
+        srv_app, cli_app = Recorder(loop), Recorder(loop)
+        s_tr, c_tr = await asyncio.gather(
+            loop.start_tls(srv.transport, srv_app, certs.server(), server_side=True),
+            loop.start_tls(tr, cli_app, certs.client(), server_hostname=HOSTNAME),
+        )
+        c_tr.write(b"secret request")
+        await srv_app.wait_bytes(14)
+        s_tr.write(b"secret reply")
+        await cli_app.wait_bytes(12)
+        info = {
+            "c_ssl": isinstance(c_tr.get_extra_info("ssl_object"), ssl.SSLObject),
+            "s_ssl": isinstance(s_tr.get_extra_info("ssl_object"), ssl.SSLObject),
+            "c_peercert": c_tr.get_extra_info("peercert"),
+            "c_peername": c_tr.get_extra_info("peername"),
+            "c_protocol": c_tr.get_protocol() is cli_app,
+            "old_protocol_replaced": tr.get_protocol() is not pr,
+        }
+        c_tr.close()
+        c_exc = await cli_app.done
+        s_exc = await srv_app.done
+        await close_server(server)
+        return plain_before, srv, pr, srv_app, cli_app, info, c_exc, s_exc, port
+
+    plain_before, srv, pr, srv_app, cli_app, info, c_exc, s_exc, port = run(loop, main())
+    assert plain_before == (None, None)
+    assert bytes(srv.data) == b"STARTTLS\n" and bytes(pr.data) == b"OK\n"
+    assert bytes(srv_app.data) == b"secret request"
+    assert bytes(cli_app.data) == b"secret reply"
+    assert info["c_ssl"] and info["s_ssl"]
+    assert (("commonName", "localhost"),) in info["c_peercert"]["subject"]
+    assert info["c_peername"] == ("127.0.0.1", port)
+    assert info["c_protocol"] and info["old_protocol_replaced"]
+    # start_tls() does not call connection_made() on the new protocol.
+    assert "made" not in cli_app.events and "made" not in srv_app.events
+    assert c_exc is None and s_exc is None
+    # The plain protocols were replaced, so they never hear of the close.
+    assert "lost" not in pr.events and "lost" not in srv.events
+
+
+def test_start_tls_streams_both_sides(loop, certs):
+    """StreamWriter.start_tls(): server side inferred for start_server's handler."""
+    server_ctx = certs.server()
+
+    async def handle(reader, writer):
+        line = await reader.readline()
+        assert line == b"STARTTLS\n"
+        assert writer.get_extra_info("ssl_object") is None
+        writer.write(b"OK\n")
+        await writer.drain()
+        await writer.start_tls(server_ctx)
+        assert writer.get_extra_info("ssl_object").server_side
+        while line := await reader.readline():
+            writer.write(line.upper())
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STARTTLS\n")
+        ok = await reader.readline()
+        before = writer.get_extra_info("ssl_object")
+        await writer.start_tls(certs.client(), server_hostname=HOSTNAME)
+        after = writer.get_extra_info("ssl_object")
+        replies = []
+        for word in (b"alpha\n", b"beta\n", b"gamma\n" * 1000):
+            writer.write(word)
+            await writer.drain()
+            replies.append(await reader.readexactly(len(word)))
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return ok, before, after, replies
+
+    ok, before, after, replies = run(loop, main())
+    assert ok == b"OK\n"
+    assert before is None
+    assert isinstance(after, ssl.SSLObject) and not after.server_side
+    assert replies == [b"ALPHA\n", b"BETA\n", b"GAMMA\n" * 1000]
+
+
+def test_start_tls_bad_arguments(loop, certs):
+    async def main():
+        server, port = await echo_server(loop, ssl=certs.server())
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        errors = []
+        # Not an SSLContext.
+        with pytest.raises(TypeError) as ei:
+            await loop.start_tls(tr, pr, object(), server_hostname=HOSTNAME)
+        errors.append(str(ei.value))
+        still_open = not tr.is_closing()
+        tr.close()
+        await pr.done
+        await close_server(server)
+        return errors, still_open
+
+    errors, still_open = run(loop, main())
+    assert len(errors) == 1
+    assert errors[0].startswith("sslcontext is expected to be an instance of ssl.SSLContext")
+    assert still_open
+
+
+# -- verification failures ----------------------------------------------------------------------
+
+
+def _connect_expecting_failure(loop, certs, *, cafile, server_hostname):
+    contexts = []
+
+    async def main():
+        loop.set_exception_handler(quiet_handler(contexts))
+        made = []
+
+        class Srv(Recorder):
+            def connection_made(self, transport):
+                made.append(transport)
+                super().connection_made(transport)
+
+        server, port = await echo_server(loop, lambda: Srv(loop), ssl=certs.server())
+        with pytest.raises(ssl.SSLCertVerificationError) as ei:
+            await loop.create_connection(
+                lambda: Recorder(loop),
+                "127.0.0.1",
+                port,
+                ssl=certs.client(cafile),
+                server_hostname=server_hostname,
+            )
+        await close_server(server)
+        return ei.value, made
+
+    settle_fds()
+    before = fd_count()
+    err, made = run(loop, main())
+    after = run(loop, wait_fds(before))
+    return err, made, before, after
+
+
+def test_certificate_from_unknown_ca_fails_verification(loop, certs):
+    err, made, before, after = _connect_expecting_failure(
+        loop, certs, cafile=certs.other_cert, server_hostname=HOSTNAME
+    )
+    assert isinstance(err, ssl.SSLCertVerificationError)
+    assert err.verify_code != 62  # not a hostname problem: the chain is not trusted
+    assert "certificate verify failed" in str(err)
+    assert made == []
+    assert after == before, f"fd leak: {before} -> {after}"
+
+
+def test_server_hostname_mismatch_fails(loop, certs):
+    err, made, before, after = _connect_expecting_failure(
+        loop, certs, cafile=certs.cert, server_hostname="wrong.example"
+    )
+    assert isinstance(err, ssl.SSLCertVerificationError)
+    assert err.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
+    assert "Hostname mismatch" in err.verify_message
+    assert made == []
+    assert after == before, f"fd leak: {before} -> {after}"
+
+
+def test_stream_open_connection_bad_certificate(loop, certs):
+    async def main():
+        server, port = await echo_server(loop, ssl=certs.server())
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(
+                "127.0.0.1", port, ssl=certs.client(certs.other_cert), server_hostname=HOSTNAME
+            )
+        await close_server(server)
+
+    settle_fds()
+    before = fd_count()
+    loop.set_exception_handler(quiet_handler([]))
+    run(loop, main())
+    assert run(loop, wait_fds(before)) == before
+
+
+# -- handshake timeouts -------------------------------------------------------------------------
+
+
+def test_client_handshake_timeout(loop, certs):
+    """The server accepts TCP (kernel backlog) but never answers the ClientHello."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+
+    async def main():
+        with pytest.raises(Exception) as ei:
+            await loop.create_connection(
+                lambda: Recorder(loop),
+                "127.0.0.1",
+                port,
+                ssl=certs.client(),
+                server_hostname=HOSTNAME,
+                ssl_handshake_timeout=0.3,
+            )
+        return ei.value
+
+    settle_fds()
+    before = fd_count()
+    try:
+        err = run(loop, main())
+        after = run(loop, wait_fds(before))
+    finally:
+        lsock.close()
+    # asyncio (3.11's sslproto) aborts the connection with ConnectionAbortedError.
+    assert type(err) is ConnectionAbortedError, repr(err)
+    assert "SSL handshake is taking longer than 0.3 seconds" in str(err)
+    assert after == before, f"fd leak: {before} -> {after}"
+
+
+def test_server_handshake_timeout_closes_silent_client(loop, certs):
+    """A client that connects but never sends a ClientHello is dropped by the server."""
+    made = []
+
+    class Srv(Recorder):
+        def connection_made(self, transport):
+            made.append(transport)
+            super().connection_made(transport)
+
+    async def main():
+        server, port = await echo_server(
+            loop, lambda: Srv(loop), ssl=certs.server(), ssl_handshake_timeout=0.3
+        )
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            try:
+                got = await loop.sock_recv(sock, 1024)
+            except ConnectionResetError:
+                got = b""
+        finally:
+            sock.close()
+        await close_server(server)
+        return got
+
+    loop.set_exception_handler(quiet_handler([]))
+    settle_fds()
+    before = fd_count()
+    got = run(loop, main())
+    after = run(loop, wait_fds(before))
+    assert got == b""  # the server closed the connection without a word
+    assert made == []
+    assert after == before, f"fd leak: {before} -> {after}"
+
+
+# -- Unix sockets -------------------------------------------------------------------------------
+
+
+def test_tls_over_unix_sockets(loop, certs, tmp_path):
+    path = str(tmp_path / "tls.sock")
+    data = payload(256 * KiB, seed=25)
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            p = EchoRecorder(loop)
+            accepted.set_result(p)
+            return p
+
+        server = await loop.create_unix_server(factory, path, ssl=certs.server())
+        tr, pr = await loop.create_unix_connection(
+            lambda: Recorder(loop), path, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        srv = await accepted
+        tr.write(data)
+        await pr.wait_bytes(len(data))
+        info = (
+            isinstance(tr.get_extra_info("ssl_object"), ssl.SSLObject),
+            tr.get_extra_info("peername"),
+            tr.get_extra_info("socket").family,
+        )
+        tr.close()
+        exc = await pr.done
+        srv_exc = await srv.done
+        await close_server(server)
+        return pr, exc, srv_exc, info
+
+    pr, exc, srv_exc, info = run(loop, main())
+    assert digest(pr.data) == digest(data)
+    assert exc is None and srv_exc is None
+    assert info == (True, path, socket.AF_UNIX)
+
+
+def test_tls_unix_connection_requires_server_hostname(loop, certs, tmp_path):
+    path = str(tmp_path / "tls.sock")
+
+    async def main():
+        server = await loop.create_unix_server(lambda: Recorder(loop), path, ssl=certs.server())
+        with pytest.raises(ValueError) as ei:
+            await loop.create_unix_connection(lambda: Recorder(loop), path, ssl=certs.client())
+        await close_server(server)
+        return str(ei.value)
+
+    assert run(loop, main()) == "you have to pass server_hostname when using ssl"
+
+
+# -- clean close (close_notify) ------------------------------------------------------------------
+
+
+def test_client_close_is_clean_for_both_sides(loop, certs):
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs, lambda: EchoRecorder(loop))
+        tr.write(b"last words")
+        await pr.wait_bytes(10)
+        tr.close()
+        closing = tr.is_closing()
+        exc = await pr.done
+        srv_exc = await srv.done
+        await close_server(server)
+        return closing, exc, srv_exc, pr, srv
+
+    closing, exc, srv_exc, pr, srv = run(loop, main())
+    assert closing
+    assert exc is None and pr.lost == [None]
+    # The server saw the close_notify as EOF, then the connection was lost cleanly.
+    assert srv.events[-2:] == ["eof", "lost"] and srv.lost == [None]
+    assert bytes(srv.data) == b"last words"
+
+
+def test_server_close_is_seen_as_eof_by_client(loop, certs):
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        srv.transport.write(b"goodbye")
+        srv.transport.close()
+        await pr.eof
+        exc = await pr.done
+        srv_exc = await srv.done
+        await close_server(server)
+        return exc, srv_exc, pr
+
+    exc, srv_exc, pr = run(loop, main())
+    assert bytes(pr.data) == b"goodbye"
+    assert pr.events[-2:] == ["eof", "lost"]
+    assert exc is None and srv_exc is None
+
+
+def test_close_sends_close_notify_to_a_raw_ssl_client(loop, certs):
+    """A stdlib blocking SSL socket sees a clean TLS EOF (not a ragged one) when we close."""
+    client_ctx = certs.client()
+
+    def raw_client(port):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+        with client_ctx.wrap_socket(raw, server_hostname=HOSTNAME, suppress_ragged_eofs=False) as s:
+            s.sendall(b"ping")
+            got = bytearray()
+            while chunk := s.recv(4096):  # SSLEOFError here would mean no close_notify
+                got += chunk
+            s.unwrap()  # answer with our own close_notify
+            return bytes(got)
+
+    async def main():
+        accepted = loop.create_future()
+
+        class Srv(Recorder):
+            def data_received(self, data):
+                super().data_received(data)
+                if bytes(self.data) == b"ping":
+                    self.transport.write(b"pong")
+                    self.transport.close()
+
+        def factory():
+            p = Srv(loop)
+            accepted.set_result(p)
+            return p
+
+        server, port = await echo_server(loop, factory, ssl=certs.server())
+        got = await loop.run_in_executor(None, raw_client, port)
+        srv = await accepted
+        srv_exc = await srv.done
+        await close_server(server)
+        return got, srv_exc
+
+    got, srv_exc = run(loop, main())
+    assert got == b"pong"
+    assert srv_exc is None
+
+
+def test_close_sends_close_notify_to_a_raw_ssl_server(loop, certs):
+    """Our client's close() reaches a stdlib blocking SSL server as a clean TLS EOF."""
+    server_ctx = certs.server()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(15)
+    port = lsock.getsockname()[1]
+
+    def raw_server():
+        conn, _ = lsock.accept()
+        conn.settimeout(15)
+        with server_ctx.wrap_socket(conn, server_side=True, suppress_ragged_eofs=False) as s:
+            got = bytearray()
+            while chunk := s.recv(4096):  # SSLEOFError here would mean no close_notify
+                got += chunk
+                s.sendall(chunk)
+            s.unwrap()
+            return bytes(got)
+
+    async def main():
+        fut = loop.run_in_executor(None, raw_server)
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        )
+        tr.write(b"hello raw server")
+        await pr.wait_bytes(16)
+        tr.close()
+        exc = await pr.done
+        got = await fut
+        return exc, got, bytes(pr.data)
+
+    try:
+        exc, got, echoed = run(loop, main())
+    finally:
+        lsock.close()
+    assert got == b"hello raw server" == echoed
+    assert exc is None
+
+
+def test_abort_drops_tls_connection(loop, certs):
+    """abort() closes at once: the peer's connection is lost (no clean TLS shutdown needed)."""
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        tr.abort()
+        exc = await pr.done
+        srv_exc = await srv.done
+        await close_server(server)
+        return exc, pr.events, srv.events, srv_exc
+
+    loop.set_exception_handler(quiet_handler([]))
+    exc, events, srv_events, srv_exc = run(loop, main())
+    assert exc is None
+    assert events == ["made", "lost"]
+    assert srv_events[0] == "made" and srv_events[-1] == "lost"
+    assert srv_exc is None or isinstance(srv_exc, OSError)
+
+
+# -- sendfile over TLS (fallback path only) ------------------------------------------------------
+
+
+def test_sendfile_over_tls_uses_fallback(loop, certs, tmp_path):
+    data = payload(3 * MiB + 123, seed=26)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        with open(path, "rb") as f:
+            with pytest.raises(RuntimeError) as ei:
+                await loop.sendfile(tr, f, fallback=False)
+            no_fallback = str(ei.value)
+            sent = await loop.sendfile(tr, f, 100, len(data) - 200)
+            pos = f.tell()
+        tr.write(b"<end>")
+        await srv.wait_bytes(len(data) - 200 + 5)
+        tr.close()
+        await pr.done
+        await srv.done
+        await close_server(server)
+        return no_fallback, sent, pos, bytes(srv.data)
+
+    no_fallback, sent, pos, got = run(loop, main(), timeout=50)
+    assert no_fallback.startswith("fallback is disabled and native sendfile is not supported")
+    assert sent == len(data) - 200
+    assert pos == len(data) - 100
+    assert digest(got) == digest(data[100:-100] + b"<end>")
+
+
+# -- argument checks ----------------------------------------------------------------------------
+
+
+def test_tls_argument_errors(loop, certs, tmp_path):
+    async def main():
+        server, port = await echo_server(loop)
+        messages = {}
+        cases = {
+            "hostname_without_ssl": dict(server_hostname="localhost"),
+            "timeout_without_ssl": dict(ssl_handshake_timeout=1.0),
+            "shutdown_timeout_without_ssl": dict(ssl_shutdown_timeout=1.0),
+        }
+        for name, kw in cases.items():
+            with pytest.raises(ValueError) as ei:
+                await loop.create_connection(lambda: Recorder(loop), "127.0.0.1", port, **kw)
+            messages[name] = str(ei.value)
+        sock = socket.socket()
+        try:
+            sock.connect(("127.0.0.1", port))
+            with pytest.raises(ValueError) as ei:
+                await loop.create_connection(lambda: Recorder(loop), sock=sock, ssl=certs.client())
+            messages["sock_without_hostname"] = str(ei.value)
+        finally:
+            sock.close()
+        with pytest.raises(ValueError) as ei:
+            await loop.create_server(
+                lambda: Recorder(loop), "127.0.0.1", 0, ssl_handshake_timeout=1.0
+            )
+        messages["server_timeout_without_ssl"] = str(ei.value)
+        # With sock= the socket stays ours when the call fails (asyncio does not close it).
+        sock = socket.socket()
+        try:
+            sock.connect(("127.0.0.1", port))
+            with pytest.raises(ValueError) as ei:
+                await loop.create_connection(
+                    lambda: Recorder(loop),
+                    sock=sock,
+                    ssl=certs.client(),
+                    server_hostname=HOSTNAME,
+                    ssl_handshake_timeout=-1,
+                )
+            messages["negative_timeout"] = str(ei.value)
+        finally:
+            sock.close()
+        await close_server(server)
+        return messages
+
+    m = run(loop, main())
+    assert m["hostname_without_ssl"] == "server_hostname is only meaningful with ssl"
+    assert m["timeout_without_ssl"] == "ssl_handshake_timeout is only meaningful with ssl"
+    assert m["shutdown_timeout_without_ssl"] == "ssl_shutdown_timeout is only meaningful with ssl"
+    assert m["sock_without_hostname"] == (
+        "You must set server_hostname when using ssl without a host"
+    )
+    assert m["server_timeout_without_ssl"] == "ssl_handshake_timeout is only meaningful with ssl"
+    assert "ssl_handshake_timeout should be a positive number" in m["negative_timeout"]
