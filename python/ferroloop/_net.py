@@ -21,8 +21,14 @@ from __future__ import annotations
 
 import socket
 from asyncio import base_events, selector_events, tasks, unix_events
+from functools import partial
 
 from ._ferroloop import LoopCore
+
+try:
+    from ssl import SSLSocket as _SSLSocket
+except ImportError:  # Python built without ssl
+    _SSLSocket = None
 from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
@@ -66,17 +72,12 @@ _BORROWED = {
     _SELECTOR: (
         # TLS is asyncio's sslproto.SSLProtocol (a BufferedProtocol) over our native transport.
         "_make_ssl_transport",
-        "sock_recv",
         "_sock_recv",
-        "sock_recv_into",
         "_sock_recv_into",
-        "_sock_read_done",
-        "sock_sendall",
         "_sock_sendall",
         "sock_connect",
         "_sock_connect",
         "_sock_connect_cb",
-        "_sock_write_done",
         "sock_accept",
         "_sock_accept",
         "_sendfile_native",
@@ -84,7 +85,6 @@ _BORROWED = {
         "_accept_connection",
         "_accept_connection2",
         "_stop_serving",
-        "_ensure_fd_no_transport",
     ),
     _UNIX: (
         "create_unix_connection",
@@ -215,6 +215,92 @@ class NetworkMixin:
             if total_sent > 0 and hasattr(file, "seek"):
                 file.seek(offset + total_sent)
             await proto.restore()
+
+    # -- the sock_* methods on the per-request path ---------------------------------------------
+    # asyncio's code with the per-call overhead taken out (each runs once per read or write of
+    # a sock_* server): same checks, same errors, same cancellation behaviour.
+
+    def _ensure_fd_no_transport(self, fd):
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                # This code matches selectors._fileobj_to_fd function.
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        # The WeakValueDictionary's own dict: its __getitem__ raises KeyError in Python code.
+        ref = self._transports.data.get(fileno)
+        transport = ref() if ref is not None else None
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
+    async def sock_recv(self, sock, n):
+        if _SSLSocket is not None and isinstance(sock, _SSLSocket):
+            raise TypeError("Socket cannot be of type SSLSocket")
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        handle = LoopCore.add_reader(self, fd, self._sock_recv, fut, sock, n)
+        fut.add_done_callback(partial(self._sock_reader_done, fd, handle))
+        return await fut
+
+    async def sock_recv_into(self, sock, buf):
+        if _SSLSocket is not None and isinstance(sock, _SSLSocket):
+            raise TypeError("Socket cannot be of type SSLSocket")
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        handle = LoopCore.add_reader(self, fd, self._sock_recv_into, fut, sock, buf)
+        fut.add_done_callback(partial(self._sock_reader_done, fd, handle))
+        return await fut
+
+    async def sock_sendall(self, sock, data):
+        if _SSLSocket is not None and isinstance(sock, _SSLSocket):
+            raise TypeError("Socket cannot be of type SSLSocket")
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        if n == len(data):
+            return
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        # The position lives in a list: the callback moves it on.
+        handle = LoopCore.add_writer(self, fd, self._sock_sendall, fut, sock, memoryview(data), [n])
+        fut.add_done_callback(partial(self._sock_writer_done, fd, handle))
+        return await fut
+
+    # asyncio's names and signatures (its sock_connect and sock_accept use them too).
+    def _sock_read_done(self, fd, fut, handle=None):
+        if handle is None or not handle.cancelled():
+            LoopCore.remove_reader(self, fd)
+
+    def _sock_write_done(self, fd, fut, handle=None):
+        if handle is None or not handle.cancelled():
+            LoopCore.remove_writer(self, fd)
+
+    def _sock_reader_done(self, fd, handle, fut):
+        if not handle.cancelled():
+            LoopCore.remove_reader(self, fd)
+
+    def _sock_writer_done(self, fd, handle, fut):
+        if not handle.cancelled():
+            LoopCore.remove_writer(self, fd)
 
     # -- DNS --------------------------------------------------------------------------------
 
