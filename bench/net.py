@@ -539,6 +539,25 @@ def main(argv: list[str] | None = None) -> int:
             return s
         return fmt_us(med(b, lp, "p99_us"))  # type: ignore[arg-type]
 
+    def cpu_per_req(b: str, lp: str) -> float | None:
+        # Server CPU time per request: what the loop costs, whichever side is the bottleneck.
+        runs = results[b].get(lp)
+        if not runs or lp in errors[b] or any(r["server_cpu_pct"] is None for r in runs):
+            return None
+        return statistics.median(r["server_cpu_pct"] / 100 * 1e6 / r["rps"] for r in runs)
+
+    def cpu_cell(b: str, lp: str) -> str:
+        if s := status(b, lp):
+            return s
+        v = cpu_per_req(b, lp)
+        return "n/a" if v is None else f"{v:.2f} µs"
+
+    def cpu_ratio(b: str, base: str) -> str:
+        fl, other = cpu_per_req(b, "ferroloop"), cpu_per_req(b, base)
+        if fl is None or other is None:
+            return "n/a"
+        return f"{other / fl:.2f}x"
+
     def ratio(b: str, base: str) -> str:
         fl, other = med(b, "ferroloop", "rps"), med(b, base, "rps")
         if fl is None or other is None:
@@ -548,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ["benchmark"]
     header += [f"{lp} req/s" for lp in LOOPS]
     header += [f"{lp} p99" for lp in LOOPS]
-    header += ["ferroloop vs uvloop", "ferroloop vs asyncio"]
+    header += [f"{lp} CPU/req" for lp in LOOPS]
+    header += ["ferroloop vs uvloop", "ferroloop vs asyncio", "CPU/req vs uvloop"]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -557,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         row = [b]
         row += [rps_cell(b, lp) for lp in LOOPS]
         row += [p99_cell(b, lp) for lp in LOOPS]
-        row += [ratio(b, "uvloop"), ratio(b, "asyncio")]
+        row += [cpu_cell(b, lp) for lp in LOOPS]
+        row += [ratio(b, "uvloop"), ratio(b, "asyncio"), cpu_ratio(b, "uvloop")]
         lines.append("| " + " | ".join(row) + " |")
 
     transport = "Unix sockets" if args.unix else "TCP loopback"
@@ -580,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "req/s: median over the rounds, ± half the min-max range. p99: median over the rounds"
         " of each run's 99th percentile request latency. Ratios are throughput ratios"
-        " (ferroloop's req/s / the other loop's): >1 means ferroloop is faster."
+        " (ferroloop's req/s / the other loop's): >1 means ferroloop is faster. CPU/req: the"
+        " server process's CPU time (user + kernel, warm-up included) per request; its ratio is"
+        " uvloop's / ferroloop's, >1 means ferroloop does the same work with less CPU."
     )
     if any(starved_runs.values()):
         counts = ", ".join(f"{lp} {n}" for lp, n in starved_runs.items())
