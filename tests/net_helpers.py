@@ -180,6 +180,19 @@ class BufferedEcho(asyncio.BufferedProtocol):
         return None
 
 
+def first_accepted(loop, make):
+    """Wrap the protocol factory ``make``: (factory, future of the first protocol it makes)."""
+    accepted = loop.create_future()
+
+    def factory():
+        p = make()
+        if not accepted.done():
+            accepted.set_result(p)
+        return p
+
+    return factory, accepted
+
+
 async def echo_server(loop, factory=EchoProtocol, host="127.0.0.1", **kw):
     server = await loop.create_server(factory, host, 0, **kw)
     port = server.sockets[0].getsockname()[1]

@@ -95,7 +95,10 @@ def test_socket_extra_info_is_the_transport_socket(loop):
     """create_connection(sock=...) keeps the very socket: same fd, same object state."""
 
     async def main():
-        server, port, *_ = await tcp_pair(loop)
+        # Only the server is needed here: close the pair's own connection.
+        server, port, pair_tr, pair_pr, _ = await tcp_pair(loop)
+        pair_tr.close()
+        await pair_pr.done
         s = socket.socket()
         s.setblocking(False)
         await loop.sock_connect(s, ("127.0.0.1", port))

@@ -9,6 +9,7 @@ cancellation, and asyncio's argument checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import socket
@@ -24,6 +25,7 @@ from net_helpers import (
     digest,
     echo_server,
     fd_count,
+    first_accepted,
     payload,
     run,
     settle_fds,
@@ -61,13 +63,7 @@ def sparse_file(tmp_path):
 
 async def sink_pair(loop, path=None):
     """A client transport and the server side's Recorder, which collects until EOF."""
-    accepted = loop.create_future()
-
-    def factory():
-        p = Recorder(loop)
-        accepted.set_result(p)
-        return p
-
+    factory, accepted = first_accepted(loop, lambda: Recorder(loop))
     if path is None:
         server, port = await echo_server(loop, factory)
         tr, pr = await loop.create_connection(lambda: Recorder(loop), "127.0.0.1", port)
@@ -104,8 +100,9 @@ async def raw_peer(loop):
     return tr, pr, conn
 
 
+@contextlib.asynccontextmanager
 async def tcp_socket_pair(loop):
-    """Two connected non-blocking TCP sockets (client, server)."""
+    """Two connected non-blocking TCP sockets (client, server), closed on exit."""
     lsock = socket.socket()
     client = socket.socket()
     try:
@@ -121,7 +118,11 @@ async def tcp_socket_pair(loop):
         raise
     finally:
         lsock.close()
-    return client, conn
+    try:
+        yield client, conn
+    finally:
+        client.close()
+        conn.close()
 
 
 async def recv_all(loop, sock) -> bytes:
@@ -150,6 +151,38 @@ def reset_peer(sock):
     """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+async def reset_mid_transfer(loop, transfer, conn, f):
+    """Start ``transfer`` (a sendfile coroutine reading ``f``), reset the peer ``conn`` once a
+    byte has arrived; the transfer must fail: (first byte, its ConnectionError, f's position)."""
+    task = asyncio.ensure_future(transfer)
+    try:
+        first = await loop.sock_recv(conn, 1)
+    finally:
+        reset_peer(conn)
+    with pytest.raises(ConnectionError) as ei:
+        await task
+    return first, ei.value, f.tell()
+
+
+async def cancel_mid_transfer(loop, transfer, conn) -> bytearray:
+    """Start ``transfer`` (a sendfile coroutine), cancel it once ``conn`` has received a byte;
+    it must end cancelled: the byte received."""
+    task = asyncio.ensure_future(transfer)
+    got = bytearray(await loop.sock_recv(conn, 1))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return got
+
+
+async def recv_through(loop, sock, got: bytearray, marker: bytes) -> None:
+    """Receive into ``got`` until it ends with ``marker``; EOF before that fails."""
+    while not got.endswith(marker):
+        chunk = await loop.sock_recv(sock, 256 * KiB)
+        assert chunk, f"EOF before {marker!r}"
+        got += chunk
 
 
 # -- loop.sendfile: the native path -------------------------------------------------------------
@@ -317,17 +350,10 @@ def test_sendfile_peer_reset_mid_transfer_native(loop, sparse_file):
     async def main():
         tr, pr, conn = await raw_peer(loop)
         with open(sparse_file, "rb") as f:
-            task = asyncio.ensure_future(loop.sendfile(tr, f, fallback=False))
-            try:
-                first = await loop.sock_recv(conn, 1)
-            finally:
-                reset_peer(conn)
-            with pytest.raises(ConnectionError) as ei:
-                await task
-            pos = f.tell()
+            outcome = await reset_mid_transfer(loop, loop.sendfile(tr, f, fallback=False), conn, f)
         tr.close()
         await pr.done
-        return first, ei.value, pos
+        return outcome
 
     settle_fds()
     before = fd_count()
@@ -346,17 +372,10 @@ def test_sendfile_peer_reset_mid_transfer_fallback(loop):
     async def main():
         tr, pr, conn = await raw_peer(loop)
         f = io.BytesIO(data)
-        task = asyncio.ensure_future(loop.sendfile(tr, f))
-        try:
-            first = await loop.sock_recv(conn, 1)
-        finally:
-            reset_peer(conn)
-        with pytest.raises(ConnectionError) as ei:
-            await task
-        pos = f.tell()
+        first, err, pos = await reset_mid_transfer(loop, loop.sendfile(tr, f), conn, f)
         exc = await pr.done
         tr.close()
-        return first, ei.value, pos, exc, pr.events
+        return first, err, pos, exc, pr.events
 
     settle_fds()
     before = fd_count()
@@ -381,17 +400,11 @@ def test_sendfile_peer_reset_while_flushing_earlier_writes(loop, make_file):
         tr.write(big)
         buffered = tr.get_write_buffer_size()
         with open(path, "rb") as f:
-            task = asyncio.ensure_future(loop.sendfile(tr, f, fallback=False))
-            try:
-                first = await loop.sock_recv(conn, 1)
-            finally:
-                reset_peer(conn)
-            with pytest.raises(ConnectionError) as ei:
-                await task
-            pos = f.tell()
+            sendfile = loop.sendfile(tr, f, fallback=False)
+            first, err, pos = await reset_mid_transfer(loop, sendfile, conn, f)
         exc = await pr.done
         tr.close()
-        return buffered, first, ei.value, pos, exc, pr.lost
+        return buffered, first, err, pos, exc, pr.lost
 
     # 3.11's asyncio also reports an InvalidStateError here (its _call_connection_lost sets
     # the already failed empty waiter again); that is not part of the behaviour under test.
@@ -409,16 +422,9 @@ def test_sendfile_cancelled_leaves_transport_usable(loop, sparse_file):
         tr, pr, conn = await raw_peer(loop)
         try:
             with open(sparse_file, "rb") as f:
-                task = asyncio.ensure_future(loop.sendfile(tr, f, fallback=False))
-                got = bytearray(await loop.sock_recv(conn, 1))
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-            tr.write(b"AFTER")
-            while not got.endswith(b"AFTER"):
-                chunk = await loop.sock_recv(conn, 256 * KiB)
-                assert chunk, "EOF before the write that followed the cancelled sendfile"
-                got += chunk
+                got = await cancel_mid_transfer(loop, loop.sendfile(tr, f, fallback=False), conn)
+            tr.write(b"AFTER")  # the write that follows the cancelled sendfile
+            await recv_through(loop, conn, got, b"AFTER")
             conn.sendall(b"ping")
             await pr.wait_bytes(4)
             tr.close()
@@ -556,8 +562,7 @@ def test_sock_sendfile_offset_count_and_position(loop, make_file, offset, count)
     expected = data[offset:end]
 
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             reader = asyncio.ensure_future(recv_all(loop, conn))
             with open(path, "rb") as f:
                 f.seek(3)
@@ -565,9 +570,6 @@ def test_sock_sendfile_offset_count_and_position(loop, make_file, offset, count)
                 pos = f.tell()
             client.shutdown(socket.SHUT_WR)
             got = await reader
-        finally:
-            client.close()
-            conn.close()
         return sent, pos, got
 
     sent, pos, got = run(loop, main())
@@ -581,8 +583,7 @@ def test_sock_sendfile_large_file_and_sendall_interleaved(loop, make_file):
     path = make_file(data)
 
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             reader = asyncio.ensure_future(recv_all(loop, conn))
             await loop.sock_sendall(client, b"[")
             with open(path, "rb") as f:
@@ -592,9 +593,6 @@ def test_sock_sendfile_large_file_and_sendall_interleaved(loop, make_file):
             await loop.sock_sendall(client, b"]")
             client.shutdown(socket.SHUT_WR)
             got = await reader
-        finally:
-            client.close()
-            conn.close()
         return n1, n2, got
 
     n1, n2, got = run(loop, main(), timeout=50)
@@ -606,8 +604,7 @@ def test_sock_sendfile_non_regular_files(loop):
     data = payload(20 * KiB, seed=43)
 
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             reader = asyncio.ensure_future(recv_all(loop, conn))
             f = io.BytesIO(data)
             with pytest.raises(asyncio.SendfileNotAvailableError):
@@ -626,9 +623,6 @@ def test_sock_sendfile_non_regular_files(loop):
                 left = p.read()
             client.shutdown(socket.SHUT_WR)
             got = await reader
-        finally:
-            client.close()
-            conn.close()
         return pos_after_fail, sent, pos, left, got
 
     pos_after_fail, sent, pos, left, got = run(loop, main())
@@ -640,22 +634,12 @@ def test_sock_sendfile_non_regular_files(loop):
 
 def test_sock_sendfile_peer_reset_raises_connection_error(loop, sparse_file):
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             with open(sparse_file, "rb") as f:
-                task = asyncio.ensure_future(loop.sock_sendfile(client, f, fallback=False))
-                try:
-                    first = await loop.sock_recv(conn, 1)
-                finally:
-                    reset_peer(conn)
-                with pytest.raises(ConnectionError) as ei:
-                    await task
-                pos = f.tell()
+                sendfile = loop.sock_sendfile(client, f, fallback=False)
+                first, err, pos = await reset_mid_transfer(loop, sendfile, conn, f)
             no_writer_left = not loop.remove_writer(client.fileno())
-        finally:
-            client.close()
-            conn.close()
-        return first, ei.value, pos, no_writer_left
+        return first, err, pos, no_writer_left
 
     first, err, pos, no_writer_left = run(loop, main())
     assert first == b"\0"
@@ -666,26 +650,16 @@ def test_sock_sendfile_peer_reset_raises_connection_error(loop, sparse_file):
 
 def test_sock_sendfile_cancelled_removes_its_writer(loop, sparse_file):
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             with open(sparse_file, "rb") as f:
-                task = asyncio.ensure_future(loop.sock_sendfile(client, f, fallback=False))
-                got = bytearray(await loop.sock_recv(conn, 1))
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
+                sendfile = loop.sock_sendfile(client, f, fallback=False)
+                got = await cancel_mid_transfer(loop, sendfile, conn)
             await asyncio.sleep(0)
             no_writer_left = not loop.remove_writer(client.fileno())
             # The send queue may still be full of file data: read while sending.
             sender = asyncio.ensure_future(loop.sock_sendall(client, b"END"))
-            while not got.endswith(b"END"):
-                chunk = await loop.sock_recv(conn, 256 * KiB)
-                assert chunk
-                got += chunk
+            await recv_through(loop, conn, got, b"END")
             await sender
-        finally:
-            client.close()
-            conn.close()
         return no_writer_left, bytes(got)
 
     no_writer_left, got = run(loop, main(), timeout=50)
@@ -739,8 +713,7 @@ def test_sock_sendfile_bad_arguments(loop, make_file, offset, count, text, exc_t
     path = make_file(b"some data")
 
     async def main():
-        client, conn = await tcp_socket_pair(loop)
-        try:
+        async with tcp_socket_pair(loop) as (client, conn):
             with open(path, "r" if text else "rb") as f:
                 for fallback in (True, False):
                     with pytest.raises(exc_type) as ei:
@@ -750,9 +723,6 @@ def test_sock_sendfile_bad_arguments(loop, make_file, offset, count, text, exc_t
             await loop.sock_sendall(client, b"ok")
             client.shutdown(socket.SHUT_WR)
             return await recv_all(loop, conn)
-        finally:
-            client.close()
-            conn.close()
 
     assert run(loop, main()) == b"ok"
 

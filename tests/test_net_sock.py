@@ -215,6 +215,7 @@ def test_sock_methods_refuse_a_transports_socket(loop):
         fd = tr.get_extra_info("socket").fileno()
         # A second socket object over the transport's fd (detached below, so not closed).
         alias = socket.socket(fileno=fd)
+        alias.setblocking(False)  # it is already, at the OS level; the object must know
         try:
             with pytest.raises(RuntimeError, match="is used by transport"):
                 await loop.sock_recv(alias, 10)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from net_helpers import (
     BufferedEcho,
+    EchoProtocol,
     KiB,
     MiB,
     Recorder,
@@ -31,6 +32,7 @@ from net_helpers import (
     digest,
     echo_server,
     fd_count,
+    first_accepted,
     payload,
     run,
     settle_fds,
@@ -125,23 +127,83 @@ async def wait_fds(target: int, tries: int = 300) -> int:
     return n
 
 
-async def tls_pair(loop, certs, server_factory=None, **server_kw):
-    """A TLS server with one connected client: (server, client tr, client pr, server pr)."""
-    accepted = loop.create_future()
+def run_counting_fds(loop, coro):
+    """Run ``coro``, then let pending closes run: (its result, fds before, fds after)."""
+    settle_fds()
+    before = fd_count()
+    result = run(loop, coro)
+    return result, before, run(loop, wait_fds(before))
 
-    def factory():
-        p = (server_factory or (lambda: Recorder(loop)))()
-        if not accepted.done():
-            accepted.set_result(p)
-        return p
 
-    server, port = await echo_server(loop, factory, ssl=certs.server(), **server_kw)
+class MadeLogger(Recorder):
+    """A Recorder that appends its transport to the list ``log`` in connection_made."""
+
+    def __init__(self, loop, log: list):
+        super().__init__(loop)
+        self.log = log
+
+    def connection_made(self, transport):
+        self.log.append(transport)
+        super().connection_made(transport)
+
+
+async def connected_pair(
+    loop, server_factory=None, client_factory=None, *, server_ssl=None, client_ssl=None
+):
+    """A server with one connected client, once the server protocol's connection_made ran.
+
+    Returns (server, client tr, client pr, server pr); both protocols default to Recorder. With
+    ``client_ssl`` the client checks the server's certificate against HOSTNAME.
+    """
+    factory, accepted = first_accepted(loop, server_factory or (lambda: Recorder(loop)))
+    server, port = await echo_server(loop, factory, ssl=server_ssl)
+    client_kw = {} if client_ssl is None else {"ssl": client_ssl, "server_hostname": HOSTNAME}
     tr, pr = await loop.create_connection(
-        lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        client_factory or (lambda: Recorder(loop)), "127.0.0.1", port, **client_kw
     )
     srv = await accepted
     await srv.made
     return server, tr, pr, srv
+
+
+async def tls_pair(
+    loop, certs, server_factory=None, client_factory=None, *, server_ctx=None, client_ctx=None
+):
+    """connected_pair() over TLS; the contexts default to the session certificate's."""
+    return await connected_pair(
+        loop,
+        server_factory,
+        client_factory,
+        server_ssl=certs.server() if server_ctx is None else server_ctx,
+        client_ssl=certs.client() if client_ctx is None else client_ctx,
+    )
+
+
+async def tls_echo_client(loop, certs, client_factory=None, server_factory=EchoProtocol, **kw):
+    """A TLS echo server and a client connected to it (``kw`` goes to create_connection):
+    (server, client tr, client pr). Unlike tls_pair() it does not wait for the server side."""
+    server, port = await echo_server(loop, server_factory, ssl=certs.server())
+    tr, pr = await loop.create_connection(
+        client_factory or (lambda: Recorder(loop)), "127.0.0.1", port, ssl=certs.client(), **kw
+    )
+    return server, tr, pr
+
+
+async def tls_streams(certs, handle):
+    """asyncio.start_server(handle) over TLS and a stream client: (server, reader, writer)."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=certs.server())
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+    )
+    return server, reader, writer
+
+
+async def wait_lost(server, *protocols):
+    """Await each protocol's connection_lost in turn, then close the server: their exceptions."""
+    excs = [await p.done for p in protocols]
+    await close_server(server)
+    return excs
 
 
 def unread_bytes(fd: int) -> int:
@@ -170,9 +232,7 @@ def test_tls_echo_protocol(loop, certs, size):
         tr.writelines(chunks(data[third:], 100 * KiB))
         await pr.wait_bytes(size)
         tr.close()
-        exc = await pr.done
-        srv_exc = await srv.done
-        await close_server(server)
+        exc, srv_exc = await wait_lost(server, pr, srv)
         return exc, srv_exc, pr, srv
 
     exc, srv_exc, pr, srv = run(loop, main(), timeout=50)
@@ -188,21 +248,13 @@ def test_tls_server_hostname_dns_and_ip_san(loop, certs, server_hostname):
     """The certificate names both DNS:localhost and IP:127.0.0.1; either verifies."""
 
     async def main():
-        server, port = await echo_server(loop, ssl=certs.server())
-        tr, pr = await loop.create_connection(
-            lambda: Recorder(loop),
-            "127.0.0.1",
-            port,
-            ssl=certs.client(),
-            server_hostname=server_hostname,
-        )
+        server, tr, pr = await tls_echo_client(loop, certs, server_hostname=server_hostname)
         tr.write(b"ping")
         await pr.wait_bytes(4)
         sslobj = tr.get_extra_info("ssl_object")
         hostname = sslobj.server_hostname
         tr.close()
-        await pr.done
-        await close_server(server)
+        await wait_lost(server, pr)
         return bytes(pr.data), hostname
 
     data, hostname = run(loop, main())
@@ -214,16 +266,12 @@ def test_tls_host_name_defaults_server_hostname(loop, certs):
     """Without server_hostname the host argument is what the certificate is checked against."""
 
     async def main():
-        server, port = await echo_server(loop, ssl=certs.server())
-        tr, pr = await loop.create_connection(
-            lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client()
-        )
+        server, tr, pr = await tls_echo_client(loop, certs)  # no server_hostname
         hostname = tr.get_extra_info("ssl_object").server_hostname
         tr.write(b"abc")
         await pr.wait_bytes(3)
         tr.close()
-        await pr.done
-        await close_server(server)
+        await wait_lost(server, pr)
         return bytes(pr.data), hostname
 
     data, hostname = run(loop, main())
@@ -270,15 +318,13 @@ def test_tls_buffered_protocols(loop, certs):
             self.done.set_result(exc)
 
     async def main():
-        server, port = await echo_server(loop, MemoryviewEcho, ssl=certs.server())
-        tr, pr = await loop.create_connection(
-            Client, "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
+        server, tr, pr = await tls_echo_client(
+            loop, certs, Client, MemoryviewEcho, server_hostname=HOSTNAME
         )
         tr.write(data)
         await pr.full
         tr.close()
-        exc = await pr.done
-        await close_server(server)
+        (exc,) = await wait_lost(server, pr)
         return exc, pr.got
 
     exc, got = run(loop, main())
@@ -299,11 +345,7 @@ def test_tls_streams(loop, certs):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=certs.server())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
-        )
+        server, reader, writer = await tls_streams(certs, handle)
         assert writer.can_write_eof() is False
         got = []
         for line in lines:
@@ -329,11 +371,7 @@ def test_tls_streams_server_closes_client_reads_to_eof(loop, certs):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=certs.server())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
-        )
+        server, reader, writer = await tls_streams(certs, handle)
         got = await reader.read()
         at_eof = reader.at_eof()
         writer.close()
@@ -368,19 +406,7 @@ def test_tls_pause_writing_with_slow_reader(loop, certs):
                 self.resumed.set_result(None)
 
     async def main():
-        accepted = loop.create_future()
-
-        def factory():
-            p = Recorder(loop)
-            accepted.set_result(p)
-            return p
-
-        server, port = await echo_server(loop, factory, ssl=certs.server())
-        tr, pr = await loop.create_connection(
-            lambda: Writer(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
-        )
-        srv = await accepted
-        await srv.made
+        server, tr, pr, srv = await tls_pair(loop, certs, client_factory=lambda: Writer(loop))
         srv.transport.pause_reading()
         # sslproto encrypts into the socket transport at once; once that one is over its
         # high-water mark, further writes stay in the SSL layer and pause the application.
@@ -392,9 +418,7 @@ def test_tls_pause_writing_with_slow_reader(loop, certs):
         await pr.resumed
         await srv.wait_bytes(len(data))
         tr.close()
-        await pr.done
-        await srv.done
-        await close_server(server)
+        await wait_lost(server, pr, srv)
         return paused_after_write, ssl_buffered, pr.flow, bytes(srv.data)
 
     paused_after_write, ssl_buffered, flow, got = run(loop, main(), timeout=50)
@@ -428,9 +452,7 @@ def test_tls_pause_reading_stops_delivery(loop, certs):
         reading = tr.is_reading()
         await pr.wait_bytes(len(data))
         tr.close()
-        await pr.done
-        await srv.done
-        await close_server(server)
+        await wait_lost(server, pr, srv)
         return paused, arrived, seen_while_paused, reading, bytes(pr.data)
 
     paused, arrived, seen, reading, got = run(loop, main(), timeout=50)
@@ -448,19 +470,10 @@ def test_tls_extra_info_both_sides(loop, certs):
     client_ctx = certs.client()
 
     async def main():
-        accepted = loop.create_future()
-
-        def factory():
-            p = Recorder(loop)
-            accepted.set_result(p)
-            return p
-
-        server, port = await echo_server(loop, factory, ssl=server_ctx)
-        tr, pr = await loop.create_connection(
-            lambda: Recorder(loop), "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME
+        server, tr, pr, srv = await tls_pair(
+            loop, certs, server_ctx=server_ctx, client_ctx=client_ctx
         )
-        srv = await accepted
-        await srv.made
+        port = server.sockets[0].getsockname()[1]
         info = {}
         for side, t in (("client", tr), ("server", srv.transport)):
             sslobj = t.get_extra_info("ssl_object")
@@ -481,9 +494,7 @@ def test_tls_extra_info_both_sides(loop, certs):
                 "missing": t.get_extra_info("no-such-key", "dflt"),
             }
         tr.close()
-        await pr.done
-        await srv.done
-        await close_server(server)
+        await wait_lost(server, pr, srv)
         return port, info
 
     port, info = run(loop, main())
@@ -525,26 +536,14 @@ def test_tls_mutual_authentication(loop, certs):
     client_ctx.load_cert_chain(certs.cert, certs.key)
 
     async def main():
-        accepted = loop.create_future()
-
-        def factory():
-            p = EchoRecorder(loop)
-            accepted.set_result(p)
-            return p
-
-        server, port = await echo_server(loop, factory, ssl=server_ctx)
-        tr, pr = await loop.create_connection(
-            lambda: Recorder(loop), "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME
+        server, tr, pr, srv = await tls_pair(
+            loop, certs, lambda: EchoRecorder(loop), server_ctx=server_ctx, client_ctx=client_ctx
         )
-        srv = await accepted
-        await srv.made
         tr.write(b"hello")
         await pr.wait_bytes(5)
         peercert = srv.transport.get_extra_info("peercert")
         tr.close()
-        await pr.done
-        await srv.done
-        await close_server(server)
+        await wait_lost(server, pr, srv)
         return bytes(pr.data), peercert
 
     data, peercert = run(loop, main())
@@ -563,13 +562,7 @@ def test_tls_mutual_authentication_missing_client_cert(loop, certs):
     async def main():
         loop.set_exception_handler(quiet_handler(contexts))
         made = []
-
-        class Srv(Recorder):
-            def connection_made(self, transport):
-                made.append(transport)
-                super().connection_made(transport)
-
-        server, port = await echo_server(loop, lambda: Srv(loop), ssl=server_ctx)
+        server, port = await echo_server(loop, lambda: MadeLogger(loop, made), ssl=server_ctx)
         try:
             tr, pr = await loop.create_connection(
                 lambda: Recorder(loop),
@@ -590,10 +583,7 @@ def test_tls_mutual_authentication_missing_client_cert(loop, certs):
         await close_server(server)
         return outcome, made
 
-    settle_fds()
-    before = fd_count()
-    (how, what), made = run(loop, main())
-    after = run(loop, wait_fds(before))
+    ((how, what), made), before, after = run_counting_fds(loop, main())
     if how == "lost":
         assert what.data == b""  # not a byte of application data got through
         assert len(what.lost) == 1 and what.events[-1] == "lost"
@@ -611,17 +601,8 @@ def test_start_tls_loop_api_both_sides(loop, certs):
     """A plain connection is upgraded with loop.start_tls() on both ends."""
 
     async def main():
-        accepted = loop.create_future()
-
-        def factory():
-            p = Recorder(loop)
-            accepted.set_result(p)
-            return p
-
-        server, port = await echo_server(loop, factory)
-        tr, pr = await loop.create_connection(lambda: Recorder(loop), "127.0.0.1", port)
-        srv = await accepted
-        await srv.made
+        server, tr, pr, srv = await connected_pair(loop)  # plain TCP
+        port = server.sockets[0].getsockname()[1]
 
         # Plain-text negotiation first.
         tr.write(b"STARTTLS\n")
@@ -648,9 +629,7 @@ def test_start_tls_loop_api_both_sides(loop, certs):
             "old_protocol_replaced": tr.get_protocol() is not pr,
         }
         c_tr.close()
-        c_exc = await cli_app.done
-        s_exc = await srv_app.done
-        await close_server(server)
+        c_exc, s_exc = await wait_lost(server, cli_app, srv_app)
         return plain_before, srv, pr, srv_app, cli_app, info, c_exc, s_exc, port
 
     plain_before, srv, pr, srv_app, cli_app, info, c_exc, s_exc, port = run(loop, main())
@@ -715,10 +694,7 @@ def test_start_tls_streams_both_sides(loop, certs):
 
 def test_start_tls_bad_arguments(loop, certs):
     async def main():
-        server, port = await echo_server(loop, ssl=certs.server())
-        tr, pr = await loop.create_connection(
-            lambda: Recorder(loop), "127.0.0.1", port, ssl=certs.client(), server_hostname=HOSTNAME
-        )
+        server, tr, pr = await tls_echo_client(loop, certs, server_hostname=HOSTNAME)
         errors = []
         # Not an SSLContext.
         with pytest.raises(TypeError) as ei:
@@ -726,8 +702,7 @@ def test_start_tls_bad_arguments(loop, certs):
         errors.append(str(ei.value))
         still_open = not tr.is_closing()
         tr.close()
-        await pr.done
-        await close_server(server)
+        await wait_lost(server, pr)
         return errors, still_open
 
     errors, still_open = run(loop, main())
@@ -745,13 +720,7 @@ def _connect_expecting_failure(loop, certs, *, cafile, server_hostname):
     async def main():
         loop.set_exception_handler(quiet_handler(contexts))
         made = []
-
-        class Srv(Recorder):
-            def connection_made(self, transport):
-                made.append(transport)
-                super().connection_made(transport)
-
-        server, port = await echo_server(loop, lambda: Srv(loop), ssl=certs.server())
+        server, port = await echo_server(loop, lambda: MadeLogger(loop, made), ssl=certs.server())
         with pytest.raises(ssl.SSLCertVerificationError) as ei:
             await loop.create_connection(
                 lambda: Recorder(loop),
@@ -763,10 +732,7 @@ def _connect_expecting_failure(loop, certs, *, cafile, server_hostname):
         await close_server(server)
         return ei.value, made
 
-    settle_fds()
-    before = fd_count()
-    err, made = run(loop, main())
-    after = run(loop, wait_fds(before))
+    (err, made), before, after = run_counting_fds(loop, main())
     return err, made, before, after
 
 
@@ -801,11 +767,9 @@ def test_stream_open_connection_bad_certificate(loop, certs):
             )
         await close_server(server)
 
-    settle_fds()
-    before = fd_count()
     loop.set_exception_handler(quiet_handler([]))
-    run(loop, main())
-    assert run(loop, wait_fds(before)) == before
+    _, before, after = run_counting_fds(loop, main())
+    assert after == before
 
 
 # -- handshake timeouts -------------------------------------------------------------------------
@@ -830,11 +794,8 @@ def test_client_handshake_timeout(loop, certs):
             )
         return ei.value
 
-    settle_fds()
-    before = fd_count()
     try:
-        err = run(loop, main())
-        after = run(loop, wait_fds(before))
+        err, before, after = run_counting_fds(loop, main())
     finally:
         lsock.close()
     # asyncio (3.11's sslproto) aborts the connection with ConnectionAbortedError.
@@ -847,14 +808,9 @@ def test_server_handshake_timeout_closes_silent_client(loop, certs):
     """A client that connects but never sends a ClientHello is dropped by the server."""
     made = []
 
-    class Srv(Recorder):
-        def connection_made(self, transport):
-            made.append(transport)
-            super().connection_made(transport)
-
     async def main():
         server, port = await echo_server(
-            loop, lambda: Srv(loop), ssl=certs.server(), ssl_handshake_timeout=0.3
+            loop, lambda: MadeLogger(loop, made), ssl=certs.server(), ssl_handshake_timeout=0.3
         )
         sock = socket.socket()
         sock.setblocking(False)
@@ -870,10 +826,7 @@ def test_server_handshake_timeout_closes_silent_client(loop, certs):
         return got
 
     loop.set_exception_handler(quiet_handler([]))
-    settle_fds()
-    before = fd_count()
-    got = run(loop, main())
-    after = run(loop, wait_fds(before))
+    got, before, after = run_counting_fds(loop, main())
     assert got == b""  # the server closed the connection without a word
     assert made == []
     assert after == before, f"fd leak: {before} -> {after}"
@@ -887,13 +840,7 @@ def test_tls_over_unix_sockets(loop, certs, tmp_path):
     data = payload(256 * KiB, seed=25)
 
     async def main():
-        accepted = loop.create_future()
-
-        def factory():
-            p = EchoRecorder(loop)
-            accepted.set_result(p)
-            return p
-
+        factory, accepted = first_accepted(loop, lambda: EchoRecorder(loop))
         server = await loop.create_unix_server(factory, path, ssl=certs.server())
         tr, pr = await loop.create_unix_connection(
             lambda: Recorder(loop), path, ssl=certs.client(), server_hostname=HOSTNAME
@@ -907,9 +854,7 @@ def test_tls_over_unix_sockets(loop, certs, tmp_path):
             tr.get_extra_info("socket").family,
         )
         tr.close()
-        exc = await pr.done
-        srv_exc = await srv.done
-        await close_server(server)
+        exc, srv_exc = await wait_lost(server, pr, srv)
         return pr, exc, srv_exc, info
 
     pr, exc, srv_exc, info = run(loop, main())
@@ -941,9 +886,7 @@ def test_client_close_is_clean_for_both_sides(loop, certs):
         await pr.wait_bytes(10)
         tr.close()
         closing = tr.is_closing()
-        exc = await pr.done
-        srv_exc = await srv.done
-        await close_server(server)
+        exc, srv_exc = await wait_lost(server, pr, srv)
         return closing, exc, srv_exc, pr, srv
 
     closing, exc, srv_exc, pr, srv = run(loop, main())
@@ -960,9 +903,7 @@ def test_server_close_is_seen_as_eof_by_client(loop, certs):
         srv.transport.write(b"goodbye")
         srv.transport.close()
         await pr.eof
-        exc = await pr.done
-        srv_exc = await srv.done
-        await close_server(server)
+        exc, srv_exc = await wait_lost(server, pr, srv)
         return exc, srv_exc, pr
 
     exc, srv_exc, pr = run(loop, main())
@@ -986,8 +927,6 @@ def test_close_sends_close_notify_to_a_raw_ssl_client(loop, certs):
             return bytes(got)
 
     async def main():
-        accepted = loop.create_future()
-
         class Srv(Recorder):
             def data_received(self, data):
                 super().data_received(data)
@@ -995,16 +934,11 @@ def test_close_sends_close_notify_to_a_raw_ssl_client(loop, certs):
                     self.transport.write(b"pong")
                     self.transport.close()
 
-        def factory():
-            p = Srv(loop)
-            accepted.set_result(p)
-            return p
-
+        factory, accepted = first_accepted(loop, lambda: Srv(loop))
         server, port = await echo_server(loop, factory, ssl=certs.server())
         got = await loop.run_in_executor(None, raw_client, port)
         srv = await accepted
-        srv_exc = await srv.done
-        await close_server(server)
+        (srv_exc,) = await wait_lost(server, srv)
         return got, srv_exc
 
     got, srv_exc = run(loop, main())
@@ -1058,9 +992,7 @@ def test_abort_drops_tls_connection(loop, certs):
     async def main():
         server, tr, pr, srv = await tls_pair(loop, certs)
         tr.abort()
-        exc = await pr.done
-        srv_exc = await srv.done
-        await close_server(server)
+        exc, srv_exc = await wait_lost(server, pr, srv)
         return exc, pr.events, srv.events, srv_exc
 
     loop.set_exception_handler(quiet_handler([]))
@@ -1090,9 +1022,7 @@ def test_sendfile_over_tls_uses_fallback(loop, certs, tmp_path):
         tr.write(b"<end>")
         await srv.wait_bytes(len(data) - 200 + 5)
         tr.close()
-        await pr.done
-        await srv.done
-        await close_server(server)
+        await wait_lost(server, pr, srv)
         return no_fallback, sent, pos, bytes(srv.data)
 
     no_fallback, sent, pos, got = run(loop, main(), timeout=50)
