@@ -23,6 +23,7 @@ from asyncio import base_events, coroutines, events, format_helpers, futures, ta
 
 from ._ferroloop import LoopCore, _call_soon_fastcall
 from ._net import NetworkMixin
+from ._unix import UnixMixin
 
 __all__ = ["Loop"]
 
@@ -43,7 +44,7 @@ def _sighandler_noop(signum, frame):
     """Dummy signal handler: the real work happens through the wakeup fd."""
 
 
-class Loop(LoopCore, NetworkMixin, asyncio.AbstractEventLoop):
+class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is Rust."""
 
     # The hand-parsed entry point (src/fastcall.rs): asyncio's Futures and Tasks call it per step.
@@ -162,6 +163,7 @@ class Loop(LoopCore, NetworkMixin, asyncio.AbstractEventLoop):
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._close_self_pipe()
+        self._close_child_watcher()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -13,8 +13,7 @@
   version we run on. Those methods only need the small internal interface defined below
   (``_transports``, ``_add_reader``..., ``_make_socket_transport``, ``_start_serving``).
 
-What is not implemented yet raises NotImplementedError naming the issue that brings it (the
-README's compatibility table lists them).
+UDP, pipes and subprocesses are in ``_unix``.
 """
 
 from __future__ import annotations
@@ -32,21 +31,6 @@ except ImportError:  # Python built without ssl
 from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
-
-_TRANSPORTS_ISSUE = "UDP, pipes, subprocesses and TLS (issue 4)"
-
-# Methods of asyncio.AbstractEventLoop that later work provides; until then they raise
-# NotImplementedError naming what is missing.
-_NOT_YET = (
-    "create_datagram_endpoint",
-    "sock_recvfrom",
-    "sock_recvfrom_into",
-    "sock_sendto",
-    "connect_read_pipe",
-    "connect_write_pipe",
-    "subprocess_exec",
-    "subprocess_shell",
-)
 
 _BASE = base_events.BaseEventLoop
 _SELECTOR = selector_events.BaseSelectorEventLoop
@@ -352,19 +336,7 @@ class NetworkMixin:
         return server
 
 
-def _not_yet(name: str):
-    async def method(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"ferroloop does not implement {name}() yet: it comes with {_TRANSPORTS_ISSUE}"
-        )
-
-    method.__name__ = method.__qualname__ = name
-    return method
-
-
 for _cls, _names in _BORROWED.items():
     for _name in _names:
         setattr(NetworkMixin, _name, _cls.__dict__[_name])
-for _name in _NOT_YET:
-    setattr(NetworkMixin, _name, _not_yet(_name))
 del _cls, _names, _name

@@ -1,0 +1,199 @@
+"""UDP, pipes and subprocesses for ``ferroloop.Loop``.
+
+``UnixMixin`` is a base class of ``Loop``. As for stream networking (see ``_net``), the cold
+orchestration is the running interpreter's own asyncio code, taken method by method; here the
+transports are asyncio's too (``_SelectorDatagramTransport``, ``_UnixReadPipeTransport``,
+``_UnixWritePipeTransport``, ``_UnixSubprocessTransport``): they only need the loop's internal
+fd interface (``_add_reader``..., ``_transports``), which ``NetworkMixin`` provides natively.
+
+What is ours is how a child's exit is noticed: a pidfd watched by the reactor, with a thread
+per child blocked in ``waitpid()`` where the kernel has no pidfds (older than 5.3, or a
+sandbox that refuses the call). A child watcher set explicitly on the policy (Python 3.11 and
+3.12) is consulted instead, exactly as asyncio does, so code written for those watchers keeps
+its behaviour.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from asyncio import base_events, events, log, selector_events, unix_events
+
+__all__ = ["UnixMixin"]
+
+_BASE = base_events.BaseEventLoop
+_SELECTOR = selector_events.BaseSelectorEventLoop
+_UNIX = unix_events._UnixSelectorEventLoop
+
+# asyncio's methods that run unchanged on our loop, by the class that defines them.
+_BORROWED = {
+    _BASE: (
+        "create_datagram_endpoint",
+        "connect_read_pipe",
+        "connect_write_pipe",
+        "subprocess_exec",
+        "subprocess_shell",
+        "_log_subprocess",
+    ),
+    _SELECTOR: (
+        "sock_recvfrom",
+        "_sock_recvfrom",
+        "sock_recvfrom_into",
+        "_sock_recvfrom_into",
+        "sock_sendto",
+        "_sock_sendto",
+    ),
+    _UNIX: (
+        "_make_read_pipe_transport",
+        "_make_write_pipe_transport",
+        "_child_watcher_callback",
+    ),
+}
+
+
+class DatagramTransport(selector_events._SelectorDatagramTransport):
+    """asyncio's datagram transport, with a repr that does not read the loop's selector."""
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None and not self._loop.is_closed():
+            info.append("read=" + ("idle" if self._closing else "polling"))
+            info.append(
+                f"write=<{'polling' if self._buffer else 'idle'}, bufsize={self._buffer_size}>"
+            )
+        return "<{}>".format(" ".join(info))
+
+
+class _ChildWatcher:
+    """Tells a loop when its children exit: a pidfd in the reactor, else a waiting thread.
+
+    One per loop; children are reaped with ``waitpid(pid)``, never ``waitpid(-1)``, so
+    processes started outside the loop are left alone.
+    """
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._pidfds = {}  # pid -> pidfd, while the reactor watches it
+        # None until the first child tells whether this kernel hands out pidfds.
+        self._use_pidfd = None if hasattr(os, "pidfd_open") else False
+
+    def add_child_handler(self, pid, callback, *args):
+        if self._use_pidfd is not False:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                # ENOSYS: kernel older than 5.3; EPERM: a seccomp filter refuses it.
+                if exc.errno not in (errno.ENOSYS, errno.EPERM) or self._use_pidfd:
+                    raise
+                self._use_pidfd = False
+            else:
+                self._use_pidfd = True
+                self._pidfds[pid] = pidfd
+                self._loop._add_reader(pidfd, self._pidfd_ready, pid, pidfd, callback, args)
+                return
+        thread = threading.Thread(
+            target=self._wait_in_thread,
+            name=f"ferroloop-waitpid-{pid}",
+            args=(pid, callback, args),
+            daemon=True,
+        )
+        thread.start()
+
+    def _pidfd_ready(self, pid, pidfd, callback, args):
+        del self._pidfds[pid]
+        self._loop._remove_reader(pidfd)
+        os.close(pidfd)
+        callback(pid, _reap(pid), *args)
+
+    def _wait_in_thread(self, pid, callback, args):
+        returncode = _reap(pid)
+        try:
+            # _child_watcher_callback hops to the loop's thread itself.
+            callback(pid, returncode, *args)
+        except RuntimeError:
+            if not self._loop.is_closed():
+                raise
+            log.logger.warning("Loop %r that handles pid %r is closed", self._loop, pid)
+
+    def close(self):
+        """Stop watching; the children left are reaped by whoever waits for them next."""
+        for pidfd in self._pidfds.values():
+            self._loop._remove_reader(pidfd)
+            os.close(pidfd)
+        self._pidfds.clear()
+
+
+def _reap(pid):
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        # Someone else reaped it (a waitpid(-1) elsewhere in the program): as asyncio.
+        log.logger.warning(
+            "child process pid %d exit status already read:  will report returncode 255", pid
+        )
+        return 255
+    return os.waitstatus_to_exitcode(status)
+
+
+def _policy_child_watcher():
+    """The child watcher set explicitly on the policy (Python 3.11 and 3.12), else None."""
+    policy = events.get_event_loop_policy()
+    return getattr(policy, "_watcher", None)
+
+
+class UnixMixin:
+    """UDP, pipes and subprocesses: the rest of asyncio.AbstractEventLoop."""
+
+    _child_watcher = None
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        if _policy_child_watcher() is not None:
+            # The program chose a child watcher: asyncio's own code consults it.
+            return await _UNIX._make_subprocess_transport(
+                self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+            )
+        watcher = self._child_watcher
+        if watcher is None:
+            watcher = self._child_watcher = _ChildWatcher(self)
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs,
+        )  # fmt: skip
+        try:
+            watcher.add_child_handler(transp.get_pid(), self._child_watcher_callback, transp)
+        except BaseException:
+            # No way to learn when it exits: do not leave it running unwatched.
+            transp.close()
+            raise
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _close_child_watcher(self):
+        if self._child_watcher is not None:
+            self._child_watcher.close()
+            self._child_watcher = None
+
+
+for _cls, _names in _BORROWED.items():
+    for _name in _names:
+        setattr(UnixMixin, _name, _cls.__dict__[_name])
+del _cls, _names, _name
