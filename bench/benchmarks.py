@@ -243,6 +243,161 @@ def queue_pipe(loop: asyncio.AbstractEventLoop, size: int) -> float:
 
 
 # --------------------------------------------------------------------------
+# 8. UDP echo (issue 4): client and server endpoints on the loop under test
+# --------------------------------------------------------------------------
+
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.transport.sendto(data, addr)
+
+
+def udp_echo(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` 1 KiB datagram round trips through a UDP echo endpoint, 10 clients in
+    flight (each re-sends when its echo arrives); every echo is checked."""
+    clients = 10
+    payload = bytes(range(256)) * 4
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self, left: int, done: asyncio.Future) -> None:
+            self.left = left
+            self.done = done
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr) -> None:
+            assert data == payload
+            self.left -= 1
+            if self.left:
+                self.transport.sendto(payload)
+            else:
+                self.done.set_result(None)
+
+    async def main() -> float:
+        server, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+        addr = server.get_extra_info("sockname")
+        pairs = []
+        for i in range(clients):
+            done = loop.create_future()
+            share = size // clients + (1 if i < size % clients else 0)
+            pairs.append(
+                await loop.create_datagram_endpoint(
+                    lambda s=share, d=done: Client(s, d), remote_addr=addr
+                )
+            )
+        t0 = perf_counter()
+        for transport, _ in pairs:
+            transport.sendto(payload)
+        await asyncio.gather(*(proto.done for _, proto in pairs))
+        elapsed = perf_counter() - t0
+        for transport, _ in pairs:
+            transport.close()
+        server.close()
+        return elapsed
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# 9. TLS echo (issue 4): streams over TLS, client and server on the loop
+# --------------------------------------------------------------------------
+
+
+def _tls_contexts():
+    import ssl
+    import sysconfig
+    from pathlib import Path
+
+    # CPython's own test certificate (localhost), shipped with the interpreter's test package.
+    stdlib = Path(sysconfig.get_paths()["stdlib"]) / "test"
+    for cert in (stdlib / "certdata" / "keycert.pem", stdlib / "keycert.pem"):
+        if cert.exists():
+            break
+    else:
+        raise RuntimeError("no test certificate: the interpreter's test package is missing")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert)
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    return server, client
+
+
+def tls_echo(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` 1 KiB request/response round trips over TLS streams (create_server +
+    open_connection with ssl=), 10 connections in flight; handshakes are not timed."""
+    conns = 10
+    payload = bytes(range(256)) * 4
+    server_ctx, client_ctx = _tls_contexts()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    async def client(reader, writer, n: int) -> None:
+        for _ in range(n):
+            writer.write(payload)
+            assert await reader.readexactly(len(payload)) == payload
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> float:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        streams = [
+            await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx) for _ in range(conns)
+        ]
+        t0 = perf_counter()
+        await asyncio.gather(
+            *(
+                client(r, w, size // conns + (1 if i < size % conns else 0))
+                for i, (r, w) in enumerate(streams)
+            )
+        )
+        elapsed = perf_counter() - t0
+        server.close()
+        await server.wait_closed()
+        return elapsed
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
+# 10. subprocess spawn and wait (issue 4)
+# --------------------------------------------------------------------------
+
+
+def subprocess_spawn(loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """`size` children (`true`) started with create_subprocess_exec and waited for,
+    20 at a time."""
+    import shutil
+
+    true = shutil.which("true") or "/bin/true"
+    batch = 20
+
+    async def spawn_and_wait() -> int:
+        proc = await asyncio.create_subprocess_exec(true)
+        return await proc.wait()
+
+    async def main() -> float:
+        t0 = perf_counter()
+        left = size
+        while left:
+            n = min(batch, left)
+            codes = await asyncio.gather(*(spawn_and_wait() for _ in range(n)))
+            assert codes == [0] * n, codes
+            left -= n
+        return perf_counter() - t0
+
+    return loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------
 
@@ -264,6 +419,9 @@ BENCHMARKS: dict[str, Bench] = {
     "sleep0_pingpong": Bench(sleep0_pingpong, 500_000, 10_000, "sleep"),
     "call_soon_threadsafe": Bench(call_soon_threadsafe, 200_000, 10_000, "callback"),
     "queue_pipe": Bench(queue_pipe, 800_000, 10_000, "item"),
+    "udp_echo": Bench(udp_echo, 100_000, 2_000, "round trip"),
+    "tls_echo": Bench(tls_echo, 50_000, 1_000, "round trip"),
+    "subprocess_spawn": Bench(subprocess_spawn, 1_000, 50, "child"),
 }
 
 LOOPS = ("asyncio", "uvloop", "ferroloop")

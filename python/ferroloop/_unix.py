@@ -53,7 +53,35 @@ _BORROWED = {
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport):
-    """asyncio's datagram transport, with a repr that does not read the loop's selector."""
+    """asyncio's datagram transport, with a repr that does not read the loop's selector.
+
+    It also reads up to ``_READ_BATCH`` datagrams per readiness event where asyncio reads one,
+    as libuv (uvloop) does: on a busy endpoint a round trip through the poller per datagram
+    is most of the cost. Nothing else changes: same callbacks, same order, and reading stops
+    as soon as the protocol closes the transport.
+    """
+
+    _READ_BATCH = 32
+
+    def _read_ready(self):
+        recvfrom = self._sock.recvfrom
+        protocol = self._protocol
+        for _ in range(self._READ_BATCH):
+            if self._conn_lost or self._closing:
+                return
+            try:
+                data, addr = recvfrom(self.max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal read error on datagram transport")
+                return
+            protocol.datagram_received(data, addr)
 
     def __repr__(self):
         info = [self.__class__.__name__]
