@@ -411,3 +411,18 @@ def test_ctrl_c_exit_status_is_sigint(flavor, spawn_python):
     )
     rc, err, _ = interrupt_child(spawn_python, code)
     assert rc == -signal.SIGINT, err
+
+
+def test_close_at_interpreter_shutdown_skips_handler_removal(loop, monkeypatch):
+    # As asyncio: while the interpreter finalizes, close() leaves the process's signal
+    # dispositions alone (the signal module may be half torn down) and says so.
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    monkeypatch.setattr(sys, "is_finalizing", lambda: True)
+    try:
+        with pytest.warns(ResourceWarning, match="skipping signal handlers removal"):
+            loop.close()
+        assert loop._signal_handlers == {}
+        assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)

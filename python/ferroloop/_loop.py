@@ -160,8 +160,18 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
             return
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
-        for sig in list(self._signal_handlers):
-            self.remove_signal_handler(sig)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            # As asyncio: at interpreter shutdown the signal module may be half torn down.
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown stage, "
+                "skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
         self._close_self_pipe()
         self._close_child_watcher()
         self._close_core()
