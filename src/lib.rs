@@ -3,6 +3,7 @@
 //!
 //! Errors: every `std::io::Error` goes through `errors::os_error`.
 
+mod datagram;
 mod errors;
 mod event_loop;
 mod fastcall;
@@ -18,6 +19,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::SocketTransportCore>()?;
+    m.add_class::<datagram::DatagramReader>()?;
     m.add(
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from asyncio import base_events, events, log, selector_events, unix_events
+
+from ._ferroloop import DatagramReader
 
 __all__ = ["UnixMixin"]
 
@@ -53,17 +56,29 @@ _BORROWED = {
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport):
-    """asyncio's datagram transport, with a repr that does not read the loop's selector.
+    """asyncio's datagram transport, reading through the native ``DatagramReader``.
 
-    It also reads up to ``_READ_BATCH`` datagrams per readiness event where asyncio reads one,
-    as libuv (uvloop) does: on a busy endpoint a round trip through the poller per datagram
-    is most of the cost. Nothing else changes: same callbacks, same order, and reading stops
-    as soon as the protocol closes the transport.
+    Reads take up to ``_READ_BATCH`` datagrams per readiness event where asyncio takes one, as
+    libuv (uvloop) does: on a busy endpoint a round trip through the poller per datagram is
+    most of the cost. For IPv4 and IPv6 the reads are native (see src/datagram.rs); other
+    families (Unix datagram sockets) read as asyncio does. Same callbacks, same order, and
+    reading stops as soon as the protocol closes the transport. The repr does not read the
+    loop's selector (there is none).
     """
 
     _READ_BATCH = 32
 
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        super().__init__(loop, sock, protocol, address, waiter, extra)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._reader = DatagramReader(self._sock_fd, self.max_size)
+        else:
+            self._reader = None
+
     def _read_ready(self):
+        if self._reader is not None:
+            self._reader.read(self, self._protocol, self._READ_BATCH)
+            return
         recvfrom = self._sock.recvfrom
         protocol = self._protocol
         for _ in range(self._READ_BATCH):

@@ -1,0 +1,234 @@
+//! `DatagramReader`: the receive path of UDP transports over IPv4 and IPv6.
+//!
+//! The transport is asyncio's `_SelectorDatagramTransport` (a Python subclass of it, see
+//! `python/ferroloop/_unix.py`), so every other behaviour is the running Python's. Its
+//! `_read_ready` hands the work to `DatagramReader.read`, which differs from asyncio only in
+//! what cannot be observed:
+//! - `socket.recvfrom(max_size)` allocates a `max_size` (256 KiB) bytes object per datagram and
+//!   shrinks it; here the datagram lands in one reused buffer and is copied out at its size.
+//! - The sender's address tuple is built as the socket module builds it (`inet_ntop`; IPv4
+//!   `(host, port)`, IPv6 `(host, port, flowinfo, scope_id)`) and reused while the sender
+//!   stays the same: a busy peer sends many datagrams in a row.
+//! - Up to `batch` datagrams are read per readiness event (as libuv does), stopping as soon as
+//!   the transport is closing.
+
+use std::cell::RefCell;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::RawFd;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::errors::os_error;
+
+/// asyncio's `_SelectorDatagramTransport.max_size`.
+const MAX_DATAGRAM: usize = 256 * 1024;
+
+thread_local! {
+    static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+/// A sender, as the kernel reported it (the key of the address cache).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    V4([u8; 4], u16),
+    V6([u8; 16], u16, u32, u32),
+}
+
+#[pyclass(module = "ferroloop._ferroloop")]
+pub struct DatagramReader {
+    fd: RawFd,
+    max_size: usize,
+    last: Option<(Sender, Py<PyAny>)>,
+}
+
+/// `<arpa/inet.h>`'s, which the `libc` crate does not declare; the socket module formats
+/// addresses with it, and so must we to hand out equal strings.
+const INET6_ADDRSTRLEN: usize = 46;
+
+extern "C" {
+    #[link_name = "inet_ntop"]
+    fn c_inet_ntop(
+        af: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+}
+
+fn inet_ntop(family: libc::c_int, addr: *const libc::c_void) -> PyResult<String> {
+    let mut buf = [0 as libc::c_char; INET6_ADDRSTRLEN];
+    // SAFETY: `addr` points to an in_addr/in6_addr matching `family`; `buf` is large enough
+    // for either textual form and inet_ntop NUL-terminates what it writes.
+    let text = unsafe {
+        if c_inet_ntop(family, addr, buf.as_mut_ptr(), buf.len() as libc::socklen_t).is_null() {
+            return Err(os_error(std::io::Error::last_os_error()));
+        }
+        std::ffi::CStr::from_ptr(buf.as_ptr())
+    };
+    Ok(text.to_string_lossy().into_owned())
+}
+
+impl DatagramReader {
+    /// The Python address of a sender: the socket module's tuple, or the cached one.
+    fn address(
+        &mut self,
+        py: Python<'_>,
+        storage: &libc::sockaddr_storage,
+        len: libc::socklen_t,
+    ) -> PyResult<Py<PyAny>> {
+        let len = len as usize;
+        let sender = match storage.ss_family as libc::c_int {
+            _ if len == 0 => return Ok(py.None()),
+            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the kernel wrote a sockaddr_in (family and length checked), and
+                // sockaddr_storage is large and aligned enough for it.
+                let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+                Sender::V4(a.sin_addr.s_addr.to_ne_bytes(), u16::from_be(a.sin_port))
+            }
+            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for a sockaddr_in6.
+                let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+                Sender::V6(
+                    a.sin6_addr.s6_addr,
+                    u16::from_be(a.sin6_port),
+                    u32::from_be(a.sin6_flowinfo),
+                    a.sin6_scope_id,
+                )
+            }
+            family => {
+                // The socket module's form for a family it does not know.
+                // SAFETY: every sockaddr starts with the generic header, and sockaddr_storage
+                // is larger than it.
+                let a = unsafe { &*(storage as *const _ as *const libc::sockaddr) };
+                let data: Vec<u8> = a.sa_data.iter().map(|&c| c as u8).collect();
+                let addr = (family, PyBytes::new(py, &data)).into_pyobject(py)?;
+                return Ok(addr.into_any().unbind());
+            }
+        };
+        if let Some((last, addr)) = &self.last {
+            if *last == sender {
+                return Ok(addr.clone_ref(py));
+            }
+        }
+        let addr = match sender {
+            Sender::V4(ip, port) => {
+                let host = inet_ntop(libc::AF_INET, ip.as_ptr() as *const libc::c_void)?;
+                PyTuple::new(
+                    py,
+                    [
+                        PyString::new(py, &host).into_any(),
+                        port.into_pyobject(py)?.into_any(),
+                    ],
+                )?
+            }
+            Sender::V6(ip, port, flowinfo, scope_id) => {
+                let host = inet_ntop(libc::AF_INET6, ip.as_ptr() as *const libc::c_void)?;
+                PyTuple::new(
+                    py,
+                    [
+                        PyString::new(py, &host).into_any(),
+                        port.into_pyobject(py)?.into_any(),
+                        flowinfo.into_pyobject(py)?.into_any(),
+                        scope_id.into_pyobject(py)?.into_any(),
+                    ],
+                )?
+            }
+        }
+        .into_any()
+        .unbind();
+        self.last = Some((sender, addr.clone_ref(py)));
+        Ok(addr)
+    }
+}
+
+#[pymethods]
+impl DatagramReader {
+    #[new]
+    fn new(fd: RawFd, max_size: usize) -> Self {
+        DatagramReader {
+            fd,
+            max_size: max_size.clamp(1, MAX_DATAGRAM),
+            last: None,
+        }
+    }
+
+    /// asyncio's `_read_ready`, up to `batch` times: `datagram_received(data, addr)` per
+    /// datagram, `error_received(exc)` for an OSError (which ends the batch). Exceptions from
+    /// the protocol propagate, as from asyncio's reader callback.
+    fn read(
+        slf: &Bound<'_, Self>,
+        transport: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        batch: usize,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, max_size) = {
+            let me = slf.try_borrow()?;
+            (me.fd, me.max_size)
+        };
+        for _ in 0..batch {
+            if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+                || transport.getattr(intern!(py, "_closing"))?.is_truthy()?
+            {
+                return Ok(());
+            }
+            let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let received = RECV_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                // SAFETY: the buffer has at least `max_size` writable bytes and `storage` is a
+                // sockaddr_storage of `len` bytes; both outlive the call.
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        max_size,
+                        0,
+                        storage.as_mut_ptr() as *mut libc::sockaddr,
+                        &mut len,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(PyBytes::new(py, &buf[..n as usize]))
+                }
+            });
+            let data = match received {
+                Ok(data) => data,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(err) => {
+                    let exc = os_error(err);
+                    protocol.call_method1(intern!(py, "error_received"), (exc.value(py),))?;
+                    return Ok(());
+                }
+            };
+            // SAFETY: zero-initialised, then (partly) written by the kernel: a valid value.
+            let storage = unsafe { storage.assume_init() };
+            let addr = slf.try_borrow_mut()?.address(py, &storage, len)?;
+            protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some((_, addr)) = &self.last {
+            visit.call(addr)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.last = None;
+    }
+}

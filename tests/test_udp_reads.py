@@ -1,0 +1,183 @@
+"""The UDP read path: what ferroloop's native, batched reads must keep exactly as asyncio.
+
+Each test runs on both loops; the stock loop's behaviour is the reference. Covered: sender
+addresses equal to the socket module's (IPv4, IPv6, IPv4-mapped on a dual-stack socket,
+senders alternating, so a cached address is never handed to the wrong sender), closing the
+transport from datagram_received stops delivery at once, a protocol exception goes to the
+exception handler and the transport keeps reading, and no datagram is lost or reordered when
+many are queued before the loop looks.
+"""
+
+import asyncio
+import socket
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Collect(asyncio.DatagramProtocol):
+    def __init__(self, loop, want):
+        self.got = []
+        self.want = want
+        self.done = loop.create_future()
+
+    def datagram_received(self, data, addr):
+        self.got.append((data, addr))
+        if len(self.got) == self.want and not self.done.done():
+            self.done.set_result(None)
+
+
+def has_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def receive_from(loop, family, host, senders, count, *, bind_host=None):
+    """Datagrams `count` x len(senders) from plain sockets, sent before the loop reads."""
+    proto = Collect(loop, count * len(senders))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: proto, local_addr=(bind_host or host, 0), family=family
+    )
+    dest = transport.get_extra_info("sockname")[:2]
+    dest = (host, dest[1])
+    try:
+        for i in range(count):
+            for n, sender in enumerate(senders):
+                sender.sendto(b"%d:%d" % (n, i), dest)
+        await asyncio.wait_for(proto.done, 10)
+    finally:
+        transport.close()
+    return proto.got
+
+
+def senders_for(family, host, n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.bind((host, 0))
+        socks.append(s)
+    return socks
+
+
+@pytest.mark.parametrize(
+    "family,host",
+    [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")],
+    ids=["ipv4", "ipv6"],
+)
+def test_sender_addresses_are_the_socket_modules(loop, family, host):
+    if family == socket.AF_INET6 and not has_ipv6():
+        pytest.skip("no IPv6 loopback")
+    senders = senders_for(family, host, 3)
+    try:
+        got = loop.run_until_complete(receive_from(loop, family, host, senders, 50))
+    finally:
+        names = [s.getsockname() for s in senders]
+        for s in senders:
+            s.close()
+    # Every datagram is there, in order per sender, with that sender's own address.
+    for n, name in enumerate(names):
+        mine = [(data, addr) for data, addr in got if data.startswith(b"%d:" % n)]
+        assert [data for data, _ in mine] == [b"%d:%d" % (n, i) for i in range(50)]
+        assert {addr for _, addr in mine} == {name}
+        assert all(type(addr) is tuple for _, addr in mine)
+
+
+def test_ipv4_mapped_sender_on_dual_stack_socket(loop):
+    if not has_ipv6():
+        pytest.skip("no IPv6 loopback")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    try:
+        got = loop.run_until_complete(
+            receive_from(loop, socket.AF_INET6, "127.0.0.1", [sender], 3, bind_host="::")
+        )
+    finally:
+        port = sender.getsockname()[1]
+        sender.close()
+    assert [addr for _, addr in got] == [("::ffff:127.0.0.1", port, 0, 0)] * 3
+
+
+def test_close_in_datagram_received_stops_delivery(loop):
+    class CloseAtFirst(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = []
+            self.lost = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.got.append(data)
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        proto = CloseAtFirst()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=("127.0.0.1", 0)
+        )
+        dest = transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(10):
+                s.sendto(b"%d" % i, dest)
+            assert await asyncio.wait_for(proto.lost, 10) is None
+        await asyncio.sleep(0.05)
+        return proto.got
+
+    assert loop.run_until_complete(main()) == [b"0"]
+
+
+def test_protocol_exception_goes_to_handler_and_reading_goes_on(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class FailOnBad(Collect):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if data == b"bad":
+                raise ZeroDivisionError("boom")
+
+    async def main():
+        proto = FailOnBad(loop, 3)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=("127.0.0.1", 0)
+        )
+        dest = transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for data in (b"good", b"bad", b"after"):
+                s.sendto(data, dest)
+            await asyncio.wait_for(proto.done, 10)
+        assert not transport.is_closing()
+        transport.close()
+        return [data for data, _ in proto.got]
+
+    assert loop.run_until_complete(main()) == [b"good", b"bad", b"after"]
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], ZeroDivisionError)
+
+
+def test_large_and_empty_datagrams_intact(loop):
+    sizes = [0, 1, 1500, 9000, 65507]
+
+    async def main():
+        proto = Collect(loop, len(sizes))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=("127.0.0.1", 0)
+        )
+        dest = transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            for n in sizes:
+                s.sendto(bytes([n % 251]) * n, dest)
+            await asyncio.wait_for(proto.done, 10)
+        transport.close()
+        return [data for data, _ in proto.got]
+
+    assert loop.run_until_complete(main()) == [bytes([n % 251]) * n for n in sizes]
