@@ -11,6 +11,9 @@
 //!   stays the same: a busy peer sends many datagrams in a row.
 //! - Up to `batch` datagrams are read per readiness event (as libuv does), stopping as soon as
 //!   the transport is closing.
+//!
+//! `send` is the matching shortcut for `sendto`: a reply to the last sender reuses the address
+//! it came from instead of parsing the tuple again.
 
 use std::cell::RefCell;
 use std::mem::{size_of, MaybeUninit};
@@ -69,6 +72,46 @@ fn inet_ntop(family: libc::c_int, addr: *const libc::c_void) -> PyResult<String>
         std::ffi::CStr::from_ptr(buf.as_ptr())
     };
     Ok(text.to_string_lossy().into_owned())
+}
+
+/// `sendto(fd, data, sender)`; returns what libc's does.
+fn send_to(fd: RawFd, data: &[u8], sender: Sender) -> isize {
+    // SAFETY (both arms): the sockaddr is fully initialised (zeroed, then filled in) and
+    // lives across the call; `data` is a live slice.
+    unsafe {
+        match sender {
+            Sender::V4(ip, port) => {
+                let mut a: libc::sockaddr_in = std::mem::zeroed();
+                a.sin_family = libc::AF_INET as libc::sa_family_t;
+                a.sin_port = port.to_be();
+                a.sin_addr.s_addr = u32::from_ne_bytes(ip);
+                libc::sendto(
+                    fd,
+                    data.as_ptr() as *const libc::c_void,
+                    data.len(),
+                    0,
+                    &a as *const _ as *const libc::sockaddr,
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            Sender::V6(ip, port, flowinfo, scope_id) => {
+                let mut a: libc::sockaddr_in6 = std::mem::zeroed();
+                a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                a.sin6_port = port.to_be();
+                a.sin6_flowinfo = flowinfo.to_be();
+                a.sin6_addr.s6_addr = ip;
+                a.sin6_scope_id = scope_id;
+                libc::sendto(
+                    fd,
+                    data.as_ptr() as *const libc::c_void,
+                    data.len(),
+                    0,
+                    &a as *const _ as *const libc::sockaddr,
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    }
 }
 
 impl DatagramReader {
@@ -219,6 +262,45 @@ impl DatagramReader {
             protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
         }
         Ok(())
+    }
+
+    /// The sending half of asyncio's `sendto` once its checks have passed and nothing is
+    /// buffered: `send()` on a connected socket, `sendto()` to `addr` when it is the address
+    /// tuple this reader handed out for the last sender (an echo's reply). Returns false when
+    /// the caller must take asyncio's path instead: another address (the socket module parses
+    /// it) or a full socket buffer (asyncio buffers). Another OSError goes to
+    /// `protocol.error_received`, as in asyncio.
+    fn send(
+        &self,
+        py: Python<'_>,
+        protocol: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyBytes>,
+        addr: &Bound<'_, PyAny>,
+        connected: bool,
+    ) -> PyResult<bool> {
+        let data = data.as_bytes();
+        let sent = if connected {
+            // SAFETY: `data` is a live slice for the duration of the call.
+            unsafe { libc::send(self.fd, data.as_ptr() as *const libc::c_void, data.len(), 0) }
+        } else {
+            let sender = match &self.last {
+                Some((sender, cached)) if cached.bind(py).is(addr) => *sender,
+                _ => return Ok(false),
+            };
+            send_to(self.fd, data, sender)
+        };
+        if sent >= 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        if matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ) {
+            return Ok(false);
+        }
+        protocol.call_method1(intern!(py, "error_received"), (os_error(err).value(py),))?;
+        Ok(true)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

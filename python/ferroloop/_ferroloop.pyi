@@ -85,3 +85,10 @@ class DatagramReader:
         protocol: asyncio.DatagramProtocol,
         batch: int,
     ) -> None: ...
+    def send(
+        self,
+        protocol: asyncio.DatagramProtocol,
+        data: bytes,
+        addr: Any,
+        connected: bool,
+    ) -> bool: ...

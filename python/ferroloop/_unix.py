@@ -74,6 +74,30 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
             self._reader = DatagramReader(self._sock_fd, self.max_size)
         else:
             self._reader = None
+        # asyncio decides between send() and sendto() on this, at every call.
+        self._connected = bool(self._extra["peername"])
+
+    def sendto(self, data, addr=None):
+        # The common case natively (see DatagramReader.send): bytes, nothing buffered, the
+        # connection alive, and a connected socket or a reply to the last sender. Anything
+        # else, or a full socket buffer, takes asyncio's own path, checks and all.
+        reader = self._reader
+        if (
+            reader is not None
+            and type(data) is bytes
+            and data
+            and not self._buffer
+            and not self._conn_lost
+        ):
+            address = self._address
+            if address:
+                if (addr is None or addr == address) and reader.send(
+                    self._protocol, data, address, self._connected
+                ):
+                    return
+            elif reader.send(self._protocol, data, addr, self._connected):
+                return
+        super().sendto(data, addr)
 
     def _read_ready(self):
         if self._reader is not None:

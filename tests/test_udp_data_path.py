@@ -1,4 +1,4 @@
-"""The UDP read path: what ferroloop's native, batched reads must keep exactly as asyncio.
+"""The UDP data path: what ferroloop's native reads and sends must keep exactly as asyncio.
 
 Each test runs on both loops; the stock loop's behaviour is the reference. Covered: sender
 addresses equal to the socket module's (IPv4, IPv6, IPv4-mapped on a dual-stack socket,
@@ -181,3 +181,93 @@ def test_large_and_empty_datagrams_intact(loop):
         return [data for data, _ in proto.got]
 
     assert loop.run_until_complete(main()) == [bytes([n % 251]) * n for n in sizes]
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+def test_replies_reach_their_own_sender(loop):
+    # Replies to alternating senders: a reply must never go to the previous sender.
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        dest = server.get_extra_info("sockname")
+        clients = senders_for(socket.AF_INET, "127.0.0.1", 3)
+        try:
+            for i in range(20):
+                for n, c in enumerate(clients):
+                    c.sendto(b"%d:%d" % (n, i), dest)
+            for n, c in enumerate(clients):
+                c.setblocking(False)
+                got = [await asyncio.wait_for(loop.sock_recv(c, 100), 10) for _ in range(20)]
+                assert got == [b"%d:%d" % (n, i) for i in range(20)]
+        finally:
+            for c in clients:
+                c.close()
+            server.close()
+
+    loop.run_until_complete(main())
+
+
+def test_connected_endpoint_sendto(loop):
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+            addr = peer.getsockname()
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=addr
+            )
+            try:
+                transport.sendto(b"one")
+                transport.sendto(b"two", addr)
+                transport.sendto(bytearray(b"three"))
+                with pytest.raises(ValueError, match="Invalid address"):
+                    transport.sendto(b"four", ("127.0.0.1", addr[1] + 1 or 1))
+                here = transport.get_extra_info("sockname")
+                got = [await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 10) for _ in range(3)]
+                assert got == [
+                    (b"one", here),
+                    (b"two", here),
+                    (b"three", here),
+                ]
+            finally:
+                transport.close()
+
+    loop.run_until_complete(main())
+
+
+def test_send_error_goes_to_error_received(loop):
+    # A connected socket to a closed port: the ICMP error comes back on a later send or read.
+    class Errors(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.errors = []
+            self.first = loop.create_future()
+
+        def error_received(self, exc):
+            self.errors.append(exc)
+            if not self.first.done():
+                self.first.set_result(None)
+
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()
+        proto = Errors()
+        transport, _ = await loop.create_datagram_endpoint(lambda: proto, remote_addr=closed)
+        try:
+            for _ in range(5):
+                transport.sendto(b"ping")
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(proto.first, 10)
+            assert not transport.is_closing()
+        finally:
+            transport.close()
+        return proto.errors
+
+    errors = loop.run_until_complete(main())
+    assert errors and all(isinstance(e, ConnectionRefusedError) for e in errors)
