@@ -9,8 +9,6 @@
 //! - The sender's address tuple is built as the socket module builds it (`inet_ntop`; IPv4
 //!   `(host, port)`, IPv6 `(host, port, flowinfo, scope_id)`) and reused while the sender
 //!   stays the same: a busy peer sends many datagrams in a row.
-//! - Up to `batch` datagrams are read per readiness event (as libuv does), stopping as soon as
-//!   the transport is closing.
 //!
 //! `send` is the matching shortcut for `sendto`: a reply to the last sender reuses the address
 //! it came from instead of parsing the tuple again.
@@ -198,69 +196,59 @@ impl DatagramReader {
         }
     }
 
-    /// asyncio's `_read_ready`, up to `batch` times: `datagram_received(data, addr)` per
-    /// datagram, `error_received(exc)` for an OSError (which ends the batch). Exceptions from
+    /// asyncio's `_read_ready` after its `_conn_lost` check: one datagram, to
+    /// `datagram_received(data, addr)`, or an OSError to `error_received(exc)`. One per
+    /// readiness event, as asyncio: whatever the protocol schedules runs before the next
+    /// datagram arrives (reading a batch, as libuv does, would break that). Exceptions from
     /// the protocol propagate, as from asyncio's reader callback.
-    fn read(
-        slf: &Bound<'_, Self>,
-        transport: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        batch: usize,
-    ) -> PyResult<()> {
+    fn read(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (fd, max_size) = {
             let me = slf.try_borrow()?;
             (me.fd, me.max_size)
         };
-        for _ in 0..batch {
-            if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-                || transport.getattr(intern!(py, "_closing"))?.is_truthy()?
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let received = RECV_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            // SAFETY: the buffer has at least `max_size` writable bytes and `storage` is a
+            // sockaddr_storage of `len` bytes; both outlive the call.
+            let n = unsafe {
+                libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    max_size,
+                    0,
+                    storage.as_mut_ptr() as *mut libc::sockaddr,
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(PyBytes::new(py, &buf[..n as usize]))
+            }
+        });
+        let data = match received {
+            Ok(data) => data,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
             {
+                return Ok(())
+            }
+            Err(err) => {
+                let exc = os_error(err);
+                protocol.call_method1(intern!(py, "error_received"), (exc.value(py),))?;
                 return Ok(());
             }
-            let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let received = RECV_BUFFER.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                // SAFETY: the buffer has at least `max_size` writable bytes and `storage` is a
-                // sockaddr_storage of `len` bytes; both outlive the call.
-                let n = unsafe {
-                    libc::recvfrom(
-                        fd,
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        max_size,
-                        0,
-                        storage.as_mut_ptr() as *mut libc::sockaddr,
-                        &mut len,
-                    )
-                };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(PyBytes::new(py, &buf[..n as usize]))
-                }
-            });
-            let data = match received {
-                Ok(data) => data,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(())
-                }
-                Err(err) => {
-                    let exc = os_error(err);
-                    protocol.call_method1(intern!(py, "error_received"), (exc.value(py),))?;
-                    return Ok(());
-                }
-            };
-            // SAFETY: zero-initialised, then (partly) written by the kernel: a valid value.
-            let storage = unsafe { storage.assume_init() };
-            let addr = slf.try_borrow_mut()?.address(py, &storage, len)?;
-            protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
-        }
+        };
+        // SAFETY: zero-initialised, then (partly) written by the kernel: a valid value.
+        let storage = unsafe { storage.assume_init() };
+        let addr = slf.try_borrow_mut()?.address(py, &storage, len)?;
+        protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
         Ok(())
     }
 

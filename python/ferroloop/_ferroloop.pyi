@@ -79,12 +79,7 @@ class DatagramReader:
     """The native receive path of IPv4/IPv6 datagram transports (see src/datagram.rs)."""
 
     def __init__(self, fd: int, max_size: int) -> None: ...
-    def read(
-        self,
-        transport: asyncio.DatagramTransport,
-        protocol: asyncio.DatagramProtocol,
-        batch: int,
-    ) -> None: ...
+    def read(self, protocol: asyncio.DatagramProtocol) -> None: ...
     def send(
         self,
         protocol: asyncio.DatagramProtocol,

@@ -56,17 +56,14 @@ _BORROWED = {
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport):
-    """asyncio's datagram transport, reading through the native ``DatagramReader``.
+    """asyncio's datagram transport, with native reads and sends for IPv4 and IPv6.
 
-    Reads take up to ``_READ_BATCH`` datagrams per readiness event where asyncio takes one, as
-    libuv (uvloop) does: on a busy endpoint a round trip through the poller per datagram is
-    most of the cost. For IPv4 and IPv6 the reads are native (see src/datagram.rs); other
-    families (Unix datagram sockets) read as asyncio does. Same callbacks, same order, and
-    reading stops as soon as the protocol closes the transport. The repr does not read the
-    loop's selector (there is none).
+    ``DatagramReader`` (src/datagram.rs) does what asyncio's ``_read_ready`` and the common
+    case of ``sendto`` do, without their per-datagram overheads; other families (Unix
+    datagram sockets) and uncommon cases run asyncio's code. One datagram per readiness event,
+    as asyncio (not a batch, as libuv), so callbacks the protocol schedules run before the
+    next datagram arrives. The repr does not read the loop's selector (there is none).
     """
-
-    _READ_BATCH = 32
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(loop, sock, protocol, address, waiter, extra)
@@ -100,27 +97,10 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
         super().sendto(data, addr)
 
     def _read_ready(self):
-        if self._reader is not None:
-            self._reader.read(self, self._protocol, self._READ_BATCH)
-            return
-        recvfrom = self._sock.recvfrom
-        protocol = self._protocol
-        for _ in range(self._READ_BATCH):
-            if self._conn_lost or self._closing:
-                return
-            try:
-                data, addr = recvfrom(self.max_size)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal read error on datagram transport")
-                return
-            protocol.datagram_received(data, addr)
+        if self._reader is None:
+            super()._read_ready()
+        elif not self._conn_lost:
+            self._reader.read(self._protocol)
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -155,10 +135,10 @@ class _ChildWatcher:
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError as exc:
-                # ENOSYS: kernel older than 5.3; EPERM: a seccomp filter refuses it.
-                if exc.errno not in (errno.ENOSYS, errno.EPERM) or self._use_pidfd:
-                    raise
-                self._use_pidfd = False
+                # ENOSYS: kernel older than 5.3; EPERM: a seccomp filter refuses it. Anything
+                # else (EMFILE...) concerns this child only: a thread watches it instead.
+                if exc.errno in (errno.ENOSYS, errno.EPERM) and not self._use_pidfd:
+                    self._use_pidfd = False
             else:
                 self._use_pidfd = True
                 self._pidfds[pid] = pidfd
@@ -197,21 +177,25 @@ class _ChildWatcher:
 
 
 def _reap(pid):
+    """The exit code of child `pid`, waiting for it; None if it was reaped already."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
-        # Someone else reaped it (a waitpid(-1) elsewhere in the program): as asyncio.
-        log.logger.warning(
-            "child process pid %d exit status already read:  will report returncode 255", pid
-        )
-        return 255
+        return None
     return os.waitstatus_to_exitcode(status)
 
 
 def _policy_child_watcher():
-    """The child watcher set explicitly on the policy (Python 3.11 and 3.12), else None."""
-    policy = events.get_event_loop_policy()
-    return getattr(policy, "_watcher", None)
+    """The child watcher the program chose (Python 3.11 and 3.12), else None.
+
+    asyncio's default, the ThreadedChildWatcher the policy makes the first time anything asks
+    for a watcher, is not a choice: our pidfd watcher does what it does (waitpid of each
+    child), without a thread per child.
+    """
+    watcher = getattr(events.get_event_loop_policy(), "_watcher", None)
+    if watcher is None or type(watcher) is getattr(unix_events, "ThreadedChildWatcher", None):
+        return None
+    return watcher
 
 
 class UnixMixin:
@@ -239,10 +223,12 @@ class UnixMixin:
             waiter=waiter, extra=extra, **kwargs,
         )  # fmt: skip
         try:
-            watcher.add_child_handler(transp.get_pid(), self._child_watcher_callback, transp)
+            watcher.add_child_handler(transp.get_pid(), self._child_exited, transp)
         except BaseException:
-            # No way to learn when it exits: do not leave it running unwatched.
+            # No way to learn when it exits (no thread could be started): do not leave it
+            # running unwatched, nor a zombie.
             transp.close()
+            transp._proc.wait()
             raise
         try:
             await waiter
@@ -253,6 +239,19 @@ class UnixMixin:
             await transp._wait()
             raise
         return transp
+
+    def _child_exited(self, pid, returncode, transp):
+        if returncode is None:
+            # Reaped before the watcher could: by the transport's Popen (close() polls it), or
+            # by a waitpid(-1) elsewhere in the program, when asyncio reports 255 too.
+            returncode = transp._proc.returncode
+            if returncode is None:
+                log.logger.warning(
+                    "child process pid %d exit status already read: will report returncode 255",
+                    pid,
+                )
+                returncode = 255
+        self._child_watcher_callback(pid, returncode, transp)
 
     def _close_child_watcher(self):
         if self._child_watcher is not None:
