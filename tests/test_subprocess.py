@@ -835,16 +835,14 @@ def test_ferroloop_unwatchable_child_is_killed_and_reaped(ferro, monkeypatch):
     assert_reaped([pid])
 
 
-class ChosenWatcher(
-    asyncio.ThreadedChildWatcher if hasattr(asyncio, "ThreadedChildWatcher") else object
-):
-    """A child watcher a program chose (not asyncio's default, which ferroloop replaces)."""
-
-
 @needs_policy_watchers
 def test_explicit_policy_child_watcher_is_used(loop, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+
+        class ChosenWatcher(asyncio.ThreadedChildWatcher):
+            """A watcher the program chose (asyncio's default one, ferroloop replaces)."""
+
         watcher = ChosenWatcher()
     added = []
     add_child_handler = watcher.add_child_handler

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import uuid
 
 import pytest
@@ -33,6 +34,9 @@ from net_helpers import (
 pytestmark = pytest.mark.timeout(60)
 
 LOCAL = ("127.0.0.1", 0)
+# What one buffered 500-byte datagram adds to get_write_buffer_size(): asyncio counts an
+# 8-byte header per datagram since 3.13.
+DATAGRAM_COST = 500 + (8 if sys.version_info >= (3, 13) else 0)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -413,7 +417,8 @@ def test_sock_with_socket_modifiers_is_refused(loop, kwargs):
 def test_sock_stream_socket_is_refused(loop):
     async def main():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            with pytest.raises(ValueError, match="A UDP Socket was expected"):
+            # The wording changed in 3.13.
+            with pytest.raises(ValueError, match="A (UDP|datagram) [Ss]ocket was expected"):
                 await endpoint(loop, sock=sock)
 
     run(loop, main())
@@ -935,9 +940,11 @@ def test_write_buffering_and_flow_control(loop, tmp_path):
         return buffered, events_full, drained, got, sent, pr
 
     buffered, events_full, drained, got, sent, pr = run(loop, main())
-    assert buffered > 4 * 500 and buffered % 500 == 0
+    assert buffered > 4 * 500 and buffered % DATAGRAM_COST == 0
     assert events_full == ["made", "pause"]
-    assert drained == 0
+    # asyncio 3.13 adds its 8-byte header per datagram to the count when buffering but does
+    # not take it off when sending: drained, the count keeps 8 bytes per buffered datagram.
+    assert drained == (buffered // DATAGRAM_COST) * (DATAGRAM_COST - 500)
     assert got == sent
     assert pr.events == ["made", "pause", "resume", "lost"]
 
@@ -949,7 +956,7 @@ def test_close_flushes_buffer_abort_drops_it(loop, tmp_path, how):
     async def main():
         receiver, tr, pr, sent = await fill_unix_queue(loop, tmp_path, n)
         with receiver:
-            unsent = tr.get_write_buffer_size() // 500
+            unsent = tr.get_write_buffer_size() // DATAGRAM_COST
             getattr(tr, how)()
             await asyncio.sleep(0.05)
             lost_early = pr.done.done()
