@@ -747,9 +747,17 @@ impl LoopCore {
                         factory.call((slf, coro), Some(&kwargs))?
                     }
                 };
-                SET_TASK_NAME
-                    .import(py, "asyncio.tasks", "_set_task_name")?
-                    .call1((&task, name))?;
+                match SET_TASK_NAME.import(py, "asyncio.tasks", "_set_task_name") {
+                    Ok(set_task_name) => {
+                        set_task_name.call1((&task, name))?;
+                    }
+                    // Python 3.13 dropped the helper and calls set_name() itself.
+                    Err(_) => {
+                        if let Some(name) = name {
+                            task.call_method1(intern!(py, "set_name"), (name,))?;
+                        }
+                    }
+                }
                 Ok(task)
             }
         }

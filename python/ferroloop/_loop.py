@@ -61,6 +61,8 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
         self._signal_handlers = {}
         # fd -> transport, as asyncio's selector loop keeps it (_ensure_fd_no_transport, sendfile).
         self._transports = weakref.WeakValueDictionary()
+        # Listening Unix socket -> inode of its file, which closing the server unlinks (3.13).
+        self._unix_server_sockets = {}
         self._ssock = self._csock = None
         self._prev_wakeup_fd = -1
         self.slow_callback_duration = 0.1

@@ -18,8 +18,9 @@ UDP, pipes and subprocesses are in ``_unix``.
 
 from __future__ import annotations
 
+import os
 import socket
-from asyncio import base_events, selector_events, tasks, unix_events
+from asyncio import base_events, log, selector_events, tasks, unix_events
 from functools import partial
 
 from ._ferroloop import LoopCore
@@ -68,7 +69,6 @@ _BORROWED = {
         "_start_serving",
         "_accept_connection",
         "_accept_connection2",
-        "_stop_serving",
     ),
     _UNIX: (
         "create_unix_connection",
@@ -326,6 +326,22 @@ class NetworkMixin:
             self, protocol_factory, path, start_serving=False, **kwargs
         )
         return await self._finish_server(server, start_serving)
+
+    def _stop_serving(self, sock):
+        # Python 3.13's Unix loop (its create_unix_server(cleanup_socket=True) fills
+        # _unix_server_sockets): a listening socket's file goes with its server, unless
+        # another socket has taken the path since.
+        path = sock.getsockname() if sock in self._unix_server_sockets else None
+        _SELECTOR._stop_serving(self, sock)
+        if path is not None:
+            prev_ino = self._unix_server_sockets.pop(sock)
+            try:
+                if os.stat(path).st_ino == prev_ino:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                log.logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
     async def _finish_server(self, server, start_serving):
         server = _rebind_server(self, server)
