@@ -243,6 +243,24 @@ def test_tls_echo_protocol(loop, certs, size):
     assert srv.events[0] == "made" and srv.events[-2:] == ["eof", "lost"]
 
 
+def test_tls_rides_on_the_loops_own_transport(loop, flavor, certs):
+    """ssl= connections (both sides) sit on the loop's own stream transport, whose repr and
+    debug logging work (asyncio's selector transport would read a selector ferroloop lacks)."""
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs, lambda: EchoRecorder(loop))
+        raw = [t._ssl_protocol._transport for t in (tr, srv.transport)]
+        reprs = [repr(t) for t in raw]
+        tr.close()
+        await wait_lost(server, pr, srv)
+        return raw, reprs
+
+    raw, reprs = run(loop, main())
+    for t, text in zip(raw, reprs, strict=True):
+        assert type(t).__module__.split(".")[0] == flavor.module
+        assert "fd=" in text
+
+
 @pytest.mark.parametrize("server_hostname", ["localhost", "127.0.0.1"])
 def test_tls_server_hostname_dns_and_ip_san(loop, certs, server_hostname):
     """The certificate names both DNS:localhost and IP:127.0.0.1; either verifies."""

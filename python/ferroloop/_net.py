@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
-from asyncio import base_events, log, selector_events, tasks, unix_events
+from asyncio import base_events, constants, log, selector_events, sslproto, tasks, unix_events
 from functools import partial
 
 from ._ferroloop import LoopCore
@@ -55,8 +55,6 @@ _BORROWED = {
         "start_tls",
     ),
     _SELECTOR: (
-        # TLS is asyncio's sslproto.SSLProtocol (a BufferedProtocol) over our native transport.
-        "_make_ssl_transport",
         "_sock_recv",
         "_sock_recv_into",
         "_sock_sendall",
@@ -159,6 +157,36 @@ class NetworkMixin:
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # asyncio's, except that the TLS protocol (sslproto.SSLProtocol, a BufferedProtocol)
+        # sits on our native transport; asyncio's names its own selector transport class.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     # Without the transport check of the public methods: their callers have made it.
     def _add_reader(self, fd, callback, *args):
