@@ -18,6 +18,7 @@ import ssl
 import struct
 import subprocess
 import termios
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1002,6 +1003,54 @@ def test_close_sends_close_notify_to_a_raw_ssl_server(loop, certs):
         lsock.close()
     assert got == b"hello raw server" == echoed
     assert exc is None
+
+
+def test_shutdown_timeout_when_peer_never_answers_close_notify(loop, certs):
+    """ssl_shutdown_timeout: a peer that never answers our close_notify is dropped after it."""
+    server_ctx = certs.server()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(15)
+    port = lsock.getsockname()[1]
+    release = threading.Event()
+
+    def mute_server():
+        conn, _ = lsock.accept()
+        conn.settimeout(15)
+        with server_ctx.wrap_socket(conn, server_side=True) as s:
+            s.recv(4096)  # the handshake and one record, then silence
+            release.wait(15)
+
+    async def main():
+        fut = loop.run_in_executor(None, mute_server)
+        tr, pr = await loop.create_connection(
+            lambda: Recorder(loop),
+            "127.0.0.1",
+            port,
+            ssl=certs.client(),
+            server_hostname=HOSTNAME,
+            ssl_shutdown_timeout=0.5,
+        )
+        tr.write(b"hi")
+        await asyncio.sleep(0.1)
+        start = loop.time()
+        tr.close()
+        exc = await asyncio.wait_for(pr.done, 10)
+        elapsed = loop.time() - start
+        release.set()
+        await fut
+        return exc, elapsed
+
+    try:
+        exc, elapsed = run(loop, main())
+    finally:
+        release.set()
+        lsock.close()
+    # asyncio's SSLProtocol aborts the transport once the timeout passes, and the protocol
+    # learns why.
+    assert isinstance(exc, TimeoutError) and "SSL shutdown timed out" in str(exc)
+    assert 0.4 <= elapsed < 8
 
 
 def test_abort_drops_tls_connection(loop, certs):
