@@ -912,3 +912,21 @@ def _is_zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_child_outliving_its_loop_is_reaped(loop):
+    """A child still running when its loop closes is reaped once it exits: no zombie."""
+
+    async def spawn():
+        return await asyncio.create_subprocess_exec("sleep", "0.3")
+
+    proc = run(loop, spawn())
+    pid = proc.pid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        loop.close()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}"):
+            assert time.monotonic() < deadline, "child left a zombie after its loop closed"
+            time.sleep(0.02)
+        del proc

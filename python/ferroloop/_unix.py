@@ -169,10 +169,14 @@ class _ChildWatcher:
             log.logger.warning("Loop %r that handles pid %r is closed", self._loop, pid)
 
     def close(self):
-        """Stop watching; the children left are reaped by whoever waits for them next."""
-        for pidfd in self._pidfds.values():
+        """Stop watching. Children still running are reaped by a thread each when they exit
+        (as asyncio's thread watcher would), so none is left a zombie."""
+        for pid, pidfd in self._pidfds.items():
             self._loop._remove_reader(pidfd)
             os.close(pidfd)
+            threading.Thread(
+                target=_reap, args=(pid,), name=f"ferroloop-waitpid-{pid}", daemon=True
+            ).start()
         self._pidfds.clear()
 
 
