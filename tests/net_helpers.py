@@ -15,6 +15,7 @@ import os
 import random
 import resource
 import socket
+import uuid
 
 import pytest
 
@@ -57,6 +58,20 @@ def settle_fds() -> None:
     """Drop garbage that may hold sockets before an fd count."""
     for _ in range(3):
         gc.collect()
+
+
+def abstract_name() -> str:
+    """A unique name in Linux's abstract Unix socket namespace."""
+    return f"\0ferroloop-test-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def on_reference_loop(scenario, *args):
+    """Run ``scenario(loop, *args)`` on a fresh stock asyncio loop (the reference behaviour)."""
+    ref = asyncio.SelectorEventLoop()
+    try:
+        return ref.run_until_complete(asyncio.wait_for(scenario(ref, *args), 20))
+    finally:
+        ref.close()
 
 
 def ipv6_loopback_available() -> bool:

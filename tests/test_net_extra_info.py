@@ -12,8 +12,11 @@ async def tcp_pair(loop, host="127.0.0.1"):
     server_side = loop.create_future()
 
     def factory():
+        # Later connections (a test may reuse the server) get a plain Recorder, which closes
+        # its side when the client does.
         p = Recorder(loop)
-        server_side.set_result(p)
+        if not server_side.done():
+            server_side.set_result(p)
         return p
 
     server = await loop.create_server(factory, host, 0)

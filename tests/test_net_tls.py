@@ -207,6 +207,15 @@ async def wait_lost(server, *protocols):
     return excs
 
 
+def raw_listener():
+    """A blocking listening socket for a stdlib SSL peer run in a thread: (socket, port)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(15)
+    return lsock, lsock.getsockname()[1]
+
+
 def unread_bytes(fd: int) -> int:
     """Bytes waiting in a socket's receive queue (FIONREAD)."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
@@ -968,11 +977,7 @@ def test_close_sends_close_notify_to_a_raw_ssl_client(loop, certs):
 def test_close_sends_close_notify_to_a_raw_ssl_server(loop, certs):
     """Our client's close() reaches a stdlib blocking SSL server as a clean TLS EOF."""
     server_ctx = certs.server()
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    lsock.settimeout(15)
-    port = lsock.getsockname()[1]
+    lsock, port = raw_listener()
 
     def raw_server():
         conn, _ = lsock.accept()
@@ -1008,11 +1013,7 @@ def test_close_sends_close_notify_to_a_raw_ssl_server(loop, certs):
 def test_shutdown_timeout_when_peer_never_answers_close_notify(loop, certs):
     """ssl_shutdown_timeout: a peer that never answers our close_notify is dropped after it."""
     server_ctx = certs.server()
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    lsock.settimeout(15)
-    port = lsock.getsockname()[1]
+    lsock, port = raw_listener()
     release = threading.Event()
 
     def mute_server():

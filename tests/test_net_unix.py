@@ -14,7 +14,6 @@ import os
 import pathlib
 import socket
 import stat
-import uuid
 
 import pytest
 from net_helpers import (
@@ -22,9 +21,11 @@ from net_helpers import (
     KiB,
     MiB,
     Recorder,
+    abstract_name,
     close_server,
     digest,
     fd_count,
+    on_reference_loop,
     payload,
     raised_nofile,
     run,
@@ -35,19 +36,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def abstract_name() -> str:
-    return f"\0ferroloop-test-{os.getpid()}-{uuid.uuid4().hex}"
-
-
-def on_reference_loop(scenario, *args):
-    """Run ``scenario(loop, *args)`` on a fresh stock asyncio loop (the reference behaviour)."""
-    ref = asyncio.SelectorEventLoop()
-    try:
-        return ref.run_until_complete(asyncio.wait_for(scenario(ref, *args), 20))
-    finally:
-        ref.close()
 
 
 async def echo_once(loop, path=None, *, sock=None, data=b"hello unix"):

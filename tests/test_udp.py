@@ -19,12 +19,13 @@ import os
 import socket
 import stat
 import sys
-import uuid
 
 import pytest
 from net_helpers import (
     KiB,
+    abstract_name,
     fd_count,
+    on_reference_loop,
     payload,
     require_ipv6,
     run,
@@ -166,19 +167,6 @@ async def eventually(predicate):
     """Wait for a condition that involves several protocols (polls; bounded by run()'s timeout)."""
     while not predicate():
         await asyncio.sleep(0.01)
-
-
-def abstract_name() -> str:
-    return f"\0ferroloop-udp-{os.getpid()}-{uuid.uuid4().hex}"
-
-
-def on_reference_loop(scenario, *args):
-    """Run ``scenario(loop, *args)`` on a fresh stock asyncio loop (the reference behaviour)."""
-    ref = asyncio.SelectorEventLoop()
-    try:
-        return ref.run_until_complete(asyncio.wait_for(scenario(ref, *args), 20))
-    finally:
-        ref.close()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,22 @@ from asyncio import base_events, constants, futures
 
 from ._ferroloop import SocketTransportCore
 
-__all__ = ["SocketTransport"]
+__all__ = ["SocketTransport", "transport_repr"]
+
+
+def transport_repr(transport, reading, bufsize, show_io=True):
+    """asyncio's selector-transport repr, from the transport's state (there is no selector to
+    ask): ``<Class fd=N read=polling write=<idle, bufsize=0>>``."""
+    info = [type(transport).__name__]
+    if transport._sock is None:
+        info.append("closed")
+    elif transport._closing:
+        info.append("closing")
+    info.append(f"fd={transport._sock_fd}")
+    if transport._sock is not None and show_io:
+        info.append("read=" + ("polling" if reading else "idle"))
+        info.append(f"write=<{'polling' if bufsize else 'idle'}, bufsize={bufsize}>")
+    return "<{}>".format(" ".join(info))
 
 
 class SocketTransport(SocketTransportCore):
@@ -36,17 +51,7 @@ class SocketTransport(SocketTransportCore):
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._sock is not None:
-            info.append("read=" + ("polling" if self.is_reading() else "idle"))
-            bufsize = self.get_write_buffer_size()
-            info.append(f"write=<{'polling' if bufsize else 'idle'}, bufsize={bufsize}>")
-        return "<{}>".format(" ".join(info))
+        return transport_repr(self, self.is_reading(), self.get_write_buffer_size())
 
     def __del__(self, _warn=warnings.warn):
         sock = self._sock

@@ -22,6 +22,7 @@ import threading
 from asyncio import base_events, events, log, selector_events, unix_events
 
 from ._ferroloop import DatagramReader
+from ._transports import transport_repr
 
 __all__ = ["UnixMixin"]
 
@@ -103,18 +104,8 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
             self._reader.read(self._protocol)
 
     def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._sock is not None and not self._loop.is_closed():
-            info.append("read=" + ("idle" if self._closing else "polling"))
-            info.append(
-                f"write=<{'polling' if self._buffer else 'idle'}, bufsize={self._buffer_size}>"
-            )
-        return "<{}>".format(" ".join(info))
+        loop_open = self._loop is not None and not self._loop.is_closed()
+        return transport_repr(self, not self._closing, self._buffer_size, show_io=loop_open)
 
 
 class _ChildWatcher:
