@@ -27,6 +27,10 @@ from ._unix import UnixMixin
 
 __all__ = ["Loop"]
 
+# Python 3.12 runs a custom exception handler in the context of the failing task, future or
+# handle; 3.11 runs it in the loop's.
+_HANDLER_IN_FAILING_CONTEXT = sys.version_info >= (3, 12)
+
 # Logging goes through `base_events.logger` looked up at each call (it is asyncio's "asyncio"
 # logger), so code and tests that patch `asyncio.base_events.logger` see our messages too.
 
@@ -364,9 +368,21 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
                 base_events.logger.error("Exception in default exception handler", exc_info=True)
         else:
             try:
-                # As 3.11: the handler runs in the loop's context (3.12 moved it into the
-                # failing handle's or task's context).
-                self._exception_handler(self, context)
+                ctx = None
+                if _HANDLER_IN_FAILING_CONTEXT:
+                    thing = context.get("task")
+                    if thing is None:
+                        # Even though Futures don't have a context, Task is a subclass of
+                        # Future, and sometimes the 'future' key holds a Task.
+                        thing = context.get("future")
+                    if thing is None:
+                        thing = context.get("handle")
+                    if thing is not None and hasattr(thing, "get_context"):
+                        ctx = thing.get_context()
+                if ctx is not None and hasattr(ctx, "run"):
+                    ctx.run(self._exception_handler, self, context)
+                else:
+                    self._exception_handler(self, context)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
