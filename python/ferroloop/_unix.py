@@ -8,9 +8,9 @@ fd interface (``_add_reader``..., ``_transports``), which ``NetworkMixin`` provi
 
 What is ours is how a child's exit is noticed: a pidfd watched by the reactor, with a thread
 per child blocked in ``waitpid()`` where the kernel has no pidfds (older than 5.3, or a
-sandbox that refuses the call). A child watcher set explicitly on the policy (Python 3.11 and
-3.12) is consulted instead, exactly as asyncio does, so code written for those watchers keeps
-its behaviour.
+sandbox that refuses the call). A child watcher the program set on the policy (Python 3.11
+and 3.12) is consulted instead, exactly as asyncio does, so code written for those watchers
+keeps its behaviour; asyncio's default one is not a choice (see ``_policy_child_watcher``).
 """
 
 from __future__ import annotations
