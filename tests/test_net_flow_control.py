@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from net_helpers import KiB, MiB, Recorder, close_server, digest, payload, run
+from net_helpers import KiB, MiB, Recorder, close_server, digest, first_accepted, payload, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,7 +152,8 @@ def test_lowering_high_water_pauses_immediately(loop):
     """set_write_buffer_limits re-checks the buffer: lowering `high` below it pauses at once."""
 
     async def main():
-        server = await loop.create_server(lambda: PausedReader(loop), "127.0.0.1", 0)
+        factory, accepted = first_accepted(loop, lambda: PausedReader(loop))
+        server = await loop.create_server(factory, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         tr, pr = await loop.create_connection(lambda: FlowWriter(loop), "127.0.0.1", port)
         tr.set_write_buffer_limits(high=TOTAL * 2)
@@ -164,6 +165,8 @@ def test_lowering_high_water_pauses_immediately(loop):
         after = list(pr.events)
         tr.abort()
         await pr.done
+        # The paused server side would never notice; from 3.12 wait_closed() waits for it.
+        (await accepted).transport.abort()
         await close_server(server)
         return size, before, after
 
