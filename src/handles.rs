@@ -14,6 +14,7 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
@@ -30,11 +31,25 @@ pub(crate) fn format_callback_source(
     py: Python<'_>,
     callback: &Py<PyAny>,
     args: &Py<PyTuple>,
+    loop_: Option<&Py<PyAny>>,
 ) -> PyResult<String> {
-    FORMAT_CALLBACK_SOURCE
-        .import(py, "asyncio.format_helpers", "_format_callback_source")?
-        .call1((callback, args))?
-        .extract()
+    let format =
+        FORMAT_CALLBACK_SOURCE.import(py, "asyncio.format_helpers", "_format_callback_source")?;
+    // Python 3.13 shows the arguments only when told the loop is in debug mode; older versions
+    // always show them and take no such argument.
+    if py.version_info() >= (3, 13) {
+        let debug = match loop_ {
+            Some(l) => l
+                .bind(py)
+                .call_method0(intern!(py, "get_debug"))?
+                .is_truthy()?,
+            None => false,
+        };
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "debug"), debug)?;
+        return format.call((callback, args), Some(&kwargs))?.extract();
+    }
+    format.call1((callback, args))?.extract()
 }
 
 /// The caller's stack as asyncio's debug mode records it (`format_helpers.extract_stack`).
@@ -172,7 +187,7 @@ impl Handle {
     fn repr_info(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
         let py = slf.py();
         let mut info = vec![slf.get_type().name()?.to_string()];
-        let (callback, args, cancelled, when, source_traceback, is_timer) = {
+        let (callback, args, cancelled, when, source_traceback, is_timer, loop_) = {
             let h = slf.try_borrow()?;
             (
                 h.callback.as_ref().map(|c| c.clone_ref(py)),
@@ -181,13 +196,14 @@ impl Handle {
                 h.when,
                 h.source_traceback.as_ref().map(|s| s.clone_ref(py)),
                 slf.is_instance_of::<TimerHandle>(),
+                h.loop_.as_ref().map(|l| l.clone_ref(py)),
             )
         };
         if cancelled {
             info.push("cancelled".to_owned());
         }
         if let (Some(cb), Some(args)) = (&callback, &args) {
-            info.push(format_callback_source(py, cb, args)?);
+            info.push(format_callback_source(py, cb, args, loop_.as_ref())?);
         }
         if let Some(tb) = source_traceback {
             let tb = tb.bind(py);
@@ -334,7 +350,7 @@ fn report_callback_error(
             h.source_traceback.as_ref().map(|s| s.clone_ref(py)),
         )
     };
-    let cb = format_callback_source(py, callback, args)?;
+    let cb = format_callback_source(py, callback, args, loop_.as_ref())?;
     let context = PyDict::new(py);
     context.set_item("message", format!("Exception in callback {cb}"))?;
     context.set_item("exception", err.value(py))?;

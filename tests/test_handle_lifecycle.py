@@ -8,6 +8,7 @@ into the next, or a reference cycle through a handle never being collected.
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
@@ -31,7 +32,8 @@ def test_held_handle_keeps_its_callback_after_running(loop):
     for i, h in enumerate(held):
         assert h._callback is cb
         assert h._args == (i,)
-        assert f"cb({i})" in repr(h)
+        if sys.version_info < (3, 13):  # 3.13 shows arguments only in debug mode
+            assert f"cb({i})" in repr(h)
         assert not h.cancelled()
 
 
