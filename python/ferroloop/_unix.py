@@ -146,8 +146,11 @@ class _ChildWatcher:
     def _pidfd_ready(self, pid, pidfd, callback, args):
         del self._pidfds[pid]
         self._loop._remove_reader(pidfd)
-        os.close(pidfd)
-        callback(pid, _reap(pid), *args)
+        try:
+            returncode = _reap_pidfd(pidfd, pid)
+        finally:
+            os.close(pidfd)
+        callback(pid, returncode, *args)
 
     def _wait_in_thread(self, pid, callback, args):
         returncode = _reap(pid)
@@ -178,6 +181,24 @@ def _reap(pid):
     except ChildProcessError:
         return None
     return os.waitstatus_to_exitcode(status)
+
+
+def _reap_pidfd(pidfd, pid):
+    """The exit code of the exited child behind `pidfd`; None if it was reaped already.
+
+    waitid(P_PIDFD) names the very process, so a child reaped elsewhere (Popen.poll) whose
+    pid was reused meanwhile cannot make us wait for, or reap, the newcomer; kernels without
+    it (5.3) take waitpid.
+    """
+    try:
+        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return _reap(pid)
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _policy_child_watcher():
