@@ -13,7 +13,6 @@
 //! `send` is the matching shortcut for `sendto`: a reply to the last sender reuses the address
 //! it came from instead of parsing the tuple again.
 
-use std::cell::RefCell;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::RawFd;
 
@@ -23,13 +22,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::errors::os_error;
-
-/// asyncio's `_SelectorDatagramTransport.max_size`.
-const MAX_DATAGRAM: usize = 256 * 1024;
-
-thread_local! {
-    static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
-}
+use crate::transport::{would_block, MAX_READ, RECV_BUFFER};
 
 /// A sender, as the kernel reported it (the key of the address cache).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -74,41 +67,41 @@ fn inet_ntop(family: libc::c_int, addr: *const libc::c_void) -> PyResult<String>
 
 /// `sendto(fd, data, sender)`; returns what libc's does.
 fn send_to(fd: RawFd, data: &[u8], sender: Sender) -> isize {
-    // SAFETY (both arms): the sockaddr is fully initialised (zeroed, then filled in) and
-    // lives across the call; `data` is a live slice.
-    unsafe {
-        match sender {
-            Sender::V4(ip, port) => {
-                let mut a: libc::sockaddr_in = std::mem::zeroed();
-                a.sin_family = libc::AF_INET as libc::sa_family_t;
-                a.sin_port = port.to_be();
-                a.sin_addr.s_addr = u32::from_ne_bytes(ip);
-                libc::sendto(
-                    fd,
-                    data.as_ptr() as *const libc::c_void,
-                    data.len(),
-                    0,
-                    &a as *const _ as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            Sender::V6(ip, port, flowinfo, scope_id) => {
-                let mut a: libc::sockaddr_in6 = std::mem::zeroed();
-                a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                a.sin6_port = port.to_be();
-                a.sin6_flowinfo = flowinfo.to_be();
-                a.sin6_addr.s6_addr = ip;
-                a.sin6_scope_id = scope_id;
-                libc::sendto(
-                    fd,
-                    data.as_ptr() as *const libc::c_void,
-                    data.len(),
-                    0,
-                    &a as *const _ as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
+    match sender {
+        Sender::V4(ip, port) => {
+            // SAFETY: an all-zero sockaddr_in is a valid value; its fields are set below.
+            let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_port = port.to_be();
+            a.sin_addr.s_addr = u32::from_ne_bytes(ip);
+            send_to_sockaddr(fd, data, &a)
         }
+        Sender::V6(ip, port, flowinfo, scope_id) => {
+            // SAFETY: an all-zero sockaddr_in6 is a valid value; its fields are set below.
+            let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            a.sin6_port = port.to_be();
+            a.sin6_flowinfo = flowinfo.to_be();
+            a.sin6_addr.s6_addr = ip;
+            a.sin6_scope_id = scope_id;
+            send_to_sockaddr(fd, data, &a)
+        }
+    }
+}
+
+/// `sendto()` with `addr`, a complete sockaddr of one family (its size is the address length).
+fn send_to_sockaddr<T>(fd: RawFd, data: &[u8], addr: &T) -> isize {
+    // SAFETY: `addr` is a live, initialised sockaddr of size_of::<T>() bytes and `data` a live
+    // slice, both for the duration of the call.
+    unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            0,
+            addr as *const T as *const libc::sockaddr,
+            size_of::<T>() as libc::socklen_t,
+        )
     }
 }
 
@@ -191,7 +184,7 @@ impl DatagramReader {
     fn new(fd: RawFd, max_size: usize) -> Self {
         DatagramReader {
             fd,
-            max_size: max_size.clamp(1, MAX_DATAGRAM),
+            max_size: max_size.clamp(1, MAX_READ),
             last: None,
         }
     }
@@ -231,14 +224,7 @@ impl DatagramReader {
         });
         let data = match received {
             Ok(data) => data,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(())
-            }
+            Err(err) if would_block(&err) => return Ok(()),
             Err(err) => {
                 let exc = os_error(err);
                 protocol.call_method1(intern!(py, "error_received"), (exc.value(py),))?;
@@ -281,10 +267,7 @@ impl DatagramReader {
             return Ok(true);
         }
         let err = std::io::Error::last_os_error();
-        if matches!(
-            err.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ) {
+        if would_block(&err) {
             return Ok(false);
         }
         protocol.call_method1(intern!(py, "error_received"), (os_error(err).value(py),))?;

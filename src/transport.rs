@@ -37,8 +37,8 @@ use crate::event_loop::LoopCore;
 use crate::handles::{is_fatal, with_context};
 use crate::ready::Watcher;
 
-/// asyncio's `_SelectorSocketTransport.max_size`.
-const MAX_READ: usize = 256 * 1024;
+/// asyncio's `max_size` of its socket and datagram transports alike.
+pub(crate) const MAX_READ: usize = 256 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 /// asyncio's default high-water mark for transports.
@@ -48,12 +48,12 @@ static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static LOGGER_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 thread_local! {
-    /// The receive buffer for `Protocol` reads: data is copied out of it into a `bytes` of the
-    /// exact size, so one buffer per thread serves every transport.
-    static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+    /// The receive buffer for `Protocol` reads and datagrams: data is copied out of it into a
+    /// `bytes` of the exact size, so one buffer per thread serves every transport.
+    pub(crate) static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
 }
 
-fn would_block(err: &std::io::Error) -> bool {
+pub(crate) fn would_block(err: &std::io::Error) -> bool {
     matches!(
         err.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
