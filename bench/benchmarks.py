@@ -247,6 +247,11 @@ def queue_pipe(loop: asyncio.AbstractEventLoop, size: int) -> float:
 # --------------------------------------------------------------------------
 
 
+def _share(size: int, parts: int, i: int) -> int:
+    """Part `i` of `size` operations split as evenly as possible over `parts` peers."""
+    return size // parts + (1 if i < size % parts else 0)
+
+
 class _UdpEcho(asyncio.DatagramProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -283,7 +288,7 @@ def udp_echo(loop: asyncio.AbstractEventLoop, size: int) -> float:
         pairs = []
         for i in range(clients):
             done = loop.create_future()
-            share = size // clients + (1 if i < size % clients else 0)
+            share = _share(size, clients, i)
             pairs.append(
                 await loop.create_datagram_endpoint(
                     lambda s=share, d=done: Client(s, d), remote_addr=addr
@@ -354,10 +359,7 @@ def tls_echo(loop: asyncio.AbstractEventLoop, size: int) -> float:
         ]
         t0 = perf_counter()
         await asyncio.gather(
-            *(
-                client(r, w, size // conns + (1 if i < size % conns else 0))
-                for i, (r, w) in enumerate(streams)
-            )
+            *(client(r, w, _share(size, conns, i)) for i, (r, w) in enumerate(streams))
         )
         elapsed = perf_counter() - t0
         server.close()

@@ -747,16 +747,15 @@ impl LoopCore {
                         factory.call((slf, coro), Some(&kwargs))?
                     }
                 };
-                match SET_TASK_NAME.import(py, "asyncio.tasks", "_set_task_name") {
-                    Ok(set_task_name) => {
-                        set_task_name.call1((&task, name))?;
+                if py.version_info() >= (3, 13) {
+                    // 3.13 dropped tasks._set_task_name and calls set_name() itself.
+                    if let Some(name) = name {
+                        task.call_method1(intern!(py, "set_name"), (name,))?;
                     }
-                    // Python 3.13 dropped the helper and calls set_name() itself.
-                    Err(_) => {
-                        if let Some(name) = name {
-                            task.call_method1(intern!(py, "set_name"), (name,))?;
-                        }
-                    }
+                } else {
+                    SET_TASK_NAME
+                        .import(py, "asyncio.tasks", "_set_task_name")?
+                        .call1((&task, name))?;
                 }
                 Ok(task)
             }

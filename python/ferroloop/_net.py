@@ -380,7 +380,11 @@ class NetworkMixin:
         return server
 
 
-for _cls, _names in _BORROWED.items():
-    for _name in _names:
-        setattr(NetworkMixin, _name, _cls.__dict__[_name])
-del _cls, _names, _name
+def borrow(target, table):
+    """Give ``target`` asyncio's methods: ``table`` maps each defining class to method names."""
+    for cls, names in table.items():
+        for name in names:
+            setattr(target, name, cls.__dict__[name])
+
+
+borrow(NetworkMixin, _BORROWED)

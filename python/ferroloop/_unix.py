@@ -19,16 +19,13 @@ import errno
 import os
 import socket
 import threading
-from asyncio import base_events, events, log, selector_events, unix_events
+from asyncio import events, log, selector_events, unix_events
 
 from ._ferroloop import DatagramReader
+from ._net import _BASE, _SELECTOR, _UNIX, borrow
 from ._transports import transport_repr
 
 __all__ = ["UnixMixin"]
-
-_BASE = base_events.BaseEventLoop
-_SELECTOR = selector_events.BaseSelectorEventLoop
-_UNIX = unix_events._UnixSelectorEventLoop
 
 # asyncio's methods that run unchanged on our loop, by the class that defines them.
 _BORROWED = {
@@ -275,7 +272,4 @@ class UnixMixin:
             self._child_watcher = None
 
 
-for _cls, _names in _BORROWED.items():
-    for _name in _names:
-        setattr(UnixMixin, _name, _cls.__dict__[_name])
-del _cls, _names, _name
+borrow(UnixMixin, _BORROWED)
