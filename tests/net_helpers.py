@@ -195,6 +195,18 @@ class BufferedEcho(asyncio.BufferedProtocol):
         return None
 
 
+class DatagramEcho(asyncio.DatagramProtocol):
+    """Sends every datagram back where it came from; remembers who sent."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peers = set()
+
+    def datagram_received(self, data, addr):
+        self.peers.add(addr)
+        self.transport.sendto(data, addr)
+
+
 def first_accepted(loop, make):
     """Wrap the protocol factory ``make``: (factory, future of the first protocol it makes)."""
     accepted = loop.create_future()

@@ -22,6 +22,7 @@ import sys
 
 import pytest
 from net_helpers import (
+    DatagramEcho,
     KiB,
     abstract_name,
     fd_count,
@@ -106,18 +107,6 @@ class Datagrams(asyncio.DatagramProtocol):
 
     async def wait_count(self, n: int):
         await self.until(lambda: len(self.received) >= n)
-
-
-class Echo(asyncio.DatagramProtocol):
-    """Sends every datagram back where it came from."""
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.peers = set()
-
-    def datagram_received(self, data, addr):
-        self.peers.add(addr)
-        self.transport.sendto(data, addr)
 
 
 async def endpoint(loop, protocol=None, **kw):
@@ -1029,11 +1018,13 @@ def test_echo_round_trips(loop, tmp_path, family):
 
     async def main():
         if family == "inet":
-            srv_tr, echo = await endpoint(loop, Echo, local_addr=LOCAL)
+            srv_tr, echo = await endpoint(loop, DatagramEcho, local_addr=LOCAL)
             kw = {"remote_addr": srv_tr.get_extra_info("sockname")}
         else:
             path = str(tmp_path / "echo")
-            srv_tr, echo = await endpoint(loop, Echo, family=socket.AF_UNIX, local_addr=path)
+            srv_tr, echo = await endpoint(
+                loop, DatagramEcho, family=socket.AF_UNIX, local_addr=path
+            )
             kw = {"family": socket.AF_UNIX, "local_addr": path + "c", "remote_addr": path}
         tr, pr = await endpoint(loop, **kw)
         sent = []

@@ -2,16 +2,16 @@
 
 Each test runs on both loops; the stock loop's behaviour is the reference. Covered: sender
 addresses equal to the socket module's (IPv4, IPv6, IPv4-mapped on a dual-stack socket,
-senders alternating, so a cached address is never handed to the wrong sender), closing the
-transport from datagram_received stops delivery at once, a protocol exception goes to the
-exception handler and the transport keeps reading, and no datagram is lost or reordered when
-many are queued before the loop looks.
+senders alternating, so a cached address is never handed to the wrong sender), replies to
+alternating senders reaching each its own, and empty to maximum-size datagrams intact. The
+rest of the datagram transport's behaviour is in test_udp.py.
 """
 
 import asyncio
 import socket
 
 import pytest
+from net_helpers import DatagramEcho, require_ipv6
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,15 +26,6 @@ class Collect(asyncio.DatagramProtocol):
         self.got.append((data, addr))
         if len(self.got) == self.want and not self.done.done():
             self.done.set_result(None)
-
-
-def has_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 async def receive_from(loop, family, host, senders, count, *, bind_host=None):
@@ -70,8 +61,8 @@ def senders_for(family, host, n):
     ids=["ipv4", "ipv6"],
 )
 def test_sender_addresses_are_the_socket_modules(loop, family, host):
-    if family == socket.AF_INET6 and not has_ipv6():
-        pytest.skip("no IPv6 loopback")
+    if family == socket.AF_INET6:
+        require_ipv6()
     senders = senders_for(family, host, 3)
     try:
         got = loop.run_until_complete(receive_from(loop, family, host, senders, 50))
@@ -88,8 +79,7 @@ def test_sender_addresses_are_the_socket_modules(loop, family, host):
 
 
 def test_ipv4_mapped_sender_on_dual_stack_socket(loop):
-    if not has_ipv6():
-        pytest.skip("no IPv6 loopback")
+    require_ipv6()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
     try:
@@ -100,67 +90,6 @@ def test_ipv4_mapped_sender_on_dual_stack_socket(loop):
         port = sender.getsockname()[1]
         sender.close()
     assert [addr for _, addr in got] == [("::ffff:127.0.0.1", port, 0, 0)] * 3
-
-
-def test_close_in_datagram_received_stops_delivery(loop):
-    class CloseAtFirst(asyncio.DatagramProtocol):
-        def __init__(self):
-            self.got = []
-            self.lost = loop.create_future()
-
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def datagram_received(self, data, addr):
-            self.got.append(data)
-            self.transport.close()
-
-        def connection_lost(self, exc):
-            self.lost.set_result(exc)
-
-    async def main():
-        proto = CloseAtFirst()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: proto, local_addr=("127.0.0.1", 0)
-        )
-        dest = transport.get_extra_info("sockname")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(10):
-                s.sendto(b"%d" % i, dest)
-            assert await asyncio.wait_for(proto.lost, 10) is None
-        await asyncio.sleep(0.05)
-        return proto.got
-
-    assert loop.run_until_complete(main()) == [b"0"]
-
-
-def test_protocol_exception_goes_to_handler_and_reading_goes_on(loop):
-    errors = []
-    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
-
-    class FailOnBad(Collect):
-        def datagram_received(self, data, addr):
-            super().datagram_received(data, addr)
-            if data == b"bad":
-                raise ZeroDivisionError("boom")
-
-    async def main():
-        proto = FailOnBad(loop, 3)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: proto, local_addr=("127.0.0.1", 0)
-        )
-        dest = transport.get_extra_info("sockname")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for data in (b"good", b"bad", b"after"):
-                s.sendto(data, dest)
-            await asyncio.wait_for(proto.done, 10)
-        assert not transport.is_closing()
-        transport.close()
-        return [data for data, _ in proto.got]
-
-    assert loop.run_until_complete(main()) == [b"good", b"bad", b"after"]
-    assert len(errors) == 1
-    assert isinstance(errors[0]["exception"], ZeroDivisionError)
 
 
 def test_large_and_empty_datagrams_intact(loop):
@@ -183,18 +112,10 @@ def test_large_and_empty_datagrams_intact(loop):
     assert loop.run_until_complete(main()) == [bytes([n % 251]) * n for n in sizes]
 
 
-class Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data, addr):
-        self.transport.sendto(data, addr)
-
-
 def test_replies_reach_their_own_sender(loop):
     # Replies to alternating senders: a reply must never go to the previous sender.
     async def main():
-        server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        server, _ = await loop.create_datagram_endpoint(DatagramEcho, local_addr=("127.0.0.1", 0))
         dest = server.get_extra_info("sockname")
         clients = senders_for(socket.AF_INET, "127.0.0.1", 3)
         try:
@@ -211,63 +132,3 @@ def test_replies_reach_their_own_sender(loop):
             server.close()
 
     loop.run_until_complete(main())
-
-
-def test_connected_endpoint_sendto(loop):
-    async def main():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-            peer.bind(("127.0.0.1", 0))
-            peer.setblocking(False)
-            addr = peer.getsockname()
-            transport, _ = await loop.create_datagram_endpoint(
-                asyncio.DatagramProtocol, remote_addr=addr
-            )
-            try:
-                transport.sendto(b"one")
-                transport.sendto(b"two", addr)
-                transport.sendto(bytearray(b"three"))
-                with pytest.raises(ValueError, match="Invalid address"):
-                    transport.sendto(b"four", ("127.0.0.1", addr[1] + 1 or 1))
-                here = transport.get_extra_info("sockname")
-                got = [await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 10) for _ in range(3)]
-                assert got == [
-                    (b"one", here),
-                    (b"two", here),
-                    (b"three", here),
-                ]
-            finally:
-                transport.close()
-
-    loop.run_until_complete(main())
-
-
-def test_send_error_goes_to_error_received(loop):
-    # A connected socket to a closed port: the ICMP error comes back on a later send or read.
-    class Errors(asyncio.DatagramProtocol):
-        def __init__(self):
-            self.errors = []
-            self.first = loop.create_future()
-
-        def error_received(self, exc):
-            self.errors.append(exc)
-            if not self.first.done():
-                self.first.set_result(None)
-
-    async def main():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            closed = s.getsockname()
-        proto = Errors()
-        transport, _ = await loop.create_datagram_endpoint(lambda: proto, remote_addr=closed)
-        try:
-            for _ in range(5):
-                transport.sendto(b"ping")
-                await asyncio.sleep(0.01)
-            await asyncio.wait_for(proto.first, 10)
-            assert not transport.is_closing()
-        finally:
-            transport.close()
-        return proto.errors
-
-    errors = loop.run_until_complete(main())
-    assert errors and all(isinstance(e, ConnectionRefusedError) for e in errors)
