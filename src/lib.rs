@@ -9,6 +9,7 @@ mod event_loop;
 mod fastcall;
 mod handles;
 mod ready;
+mod sslproto;
 mod transport;
 
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::SocketTransportCore>()?;
     m.add_class::<datagram::DatagramReader>()?;
+    m.add_class::<sslproto::SSLProtocolCore>()?;
     m.add(
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import os
 import socket
-from asyncio import base_events, constants, log, selector_events, sslproto, tasks, unix_events
+from asyncio import base_events, constants, log, selector_events, tasks, unix_events
 from functools import partial
 
 from ._ferroloop import LoopCore
 
 try:
+    import ssl
     from ssl import SSLSocket as _SSLSocket
 except ImportError:  # Python built without ssl
+    ssl = None
     _SSLSocket = None
+from ._sslproto import SSLProtocol
 from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
@@ -52,7 +55,6 @@ _BORROWED = {
         "_check_sendfile_params",
         "_sock_sendfile_fallback",
         "sendfile",
-        "start_tls",
     ),
     _SELECTOR: (
         "_sock_recv",
@@ -172,10 +174,10 @@ class NetworkMixin:
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
     ):
-        # asyncio's, except that the TLS protocol (sslproto.SSLProtocol, a BufferedProtocol)
-        # sits on our native transport; asyncio's names its own selector transport class.
+        # asyncio's, except that the TLS protocol (ours, asyncio's with a native data path) sits
+        # on our native transport; asyncio's names its own selector transport class.
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = SSLProtocol(
             self,
             protocol,
             sslcontext,
@@ -186,6 +188,57 @@ class NetworkMixin:
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Upgrade transport to TLS.
+
+        Return a new transport that *protocol* should start using immediately.
+        """
+        # asyncio's (the same in 3.11-3.13), with our TLS protocol.
+        if ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+
+        waiter = self.create_future()
+        ssl_protocol = SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=False,
+        )
+        # Pause early so that the TLS protocol gets no data before connection_made().
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+        resume_cb = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            conmade_cb.cancel()
+            resume_cb.cancel()
+            raise
         return ssl_protocol._app_transport
 
     # Without the transport check of the public methods: their callers have made it.

@@ -1,0 +1,803 @@
+//! `SSLProtocolCore`: the data path of asyncio's TLS protocol (`sslproto.SSLProtocol`), native.
+//!
+//! The Python class `ferroloop._sslproto.SSLProtocol` derives from this one *and* from the running
+//! interpreter's `asyncio.sslproto.SSLProtocol`. The methods defined here come first in its MRO and
+//! replace asyncio's on the per-byte path: `get_buffer`/`buffer_updated` (TLS records from the
+//! socket), `_do_read`/`_do_read__copied` (plaintext to the app protocol), `_write_appdata`/
+//! `_do_write`/`_process_outgoing` (plaintext from the app, records to the socket) and the flow
+//! control checks. Everything else (handshake, shutdown, timeouts, `connection_lost`, error
+//! reporting) stays asyncio's own code, so it follows the running Python version.
+//!
+//! The state those methods share with asyncio's is stored here, behind properties named as
+//! asyncio names its attributes (`_state`, `_sslobj`, `_write_backlog`...): asyncio's methods
+//! read and write it unchanged.
+//!
+//! Differences from asyncio that cannot be observed:
+//! - Decrypted data is read into the protocol's 256 KiB receive buffer (free again once its
+//!   records are in the incoming BIO) and copied out at its size, instead of a 256 KiB `bytes`
+//!   per `SSLObject.read()`.
+//! - With an exact `ssl.SSLObject`, reads stop when neither the incoming BIO nor OpenSSL holds
+//!   anything more: asyncio reads once more there only to be told `SSLWantReadError`, whose
+//!   construction costs more than the read. Subclasses (`SSLContext.sslobject_class`) get
+//!   their own `read` and `write` called exactly as asyncio calls them.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyException;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::handles::is_fatal;
+use crate::transport::SocketTransportCore;
+
+/// asyncio's `SSLProtocol.max_size`: the receive buffer and the most one read asks for.
+const MAX_SIZE: usize = 256 * 1024;
+
+static SSLPROTO: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static SSL_OBJECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `asyncio.sslproto.SSLProtocolState`, by member.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Unwrapped,
+    DoHandshake,
+    Wrapped,
+    Flushing,
+    Shutdown,
+    /// Not a member (a test's stand-in): equal to none of them, as in asyncio's comparisons.
+    Other,
+}
+
+const STATE_NAMES: [(&str, State); 5] = [
+    ("UNWRAPPED", State::Unwrapped),
+    ("DO_HANDSHAKE", State::DoHandshake),
+    ("WRAPPED", State::Wrapped),
+    ("FLUSHING", State::Flushing),
+    ("SHUTDOWN", State::Shutdown),
+];
+
+fn sslproto(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    SSLPROTO
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncio.sslproto")?.unbind())
+        })
+        .map(|m| m.bind(py))
+}
+
+fn classify(value: &Bound<'_, PyAny>) -> PyResult<State> {
+    let states = sslproto(value.py())?.getattr(intern!(value.py(), "SSLProtocolState"))?;
+    for (name, state) in STATE_NAMES {
+        if states.getattr(name)?.is(value) {
+            return Ok(state);
+        }
+    }
+    Ok(State::Other)
+}
+
+/// asyncio's `SSLAgainErrors`: what a read or write says when the BIOs must move first.
+fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
+    let again = sslproto(py)?.getattr(intern!(py, "SSLAgainErrors"))?;
+    Ok(err.is_instance(py, &again))
+}
+
+#[pyclass(module = "ferroloop._ferroloop", subclass)]
+pub struct SSLProtocolCore {
+    state_obj: Option<Py<PyAny>>,
+    state: State,
+    #[pyo3(get, set, name = "_incoming")]
+    incoming: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_outgoing")]
+    outgoing: Option<Py<PyAny>>,
+    sslobj: Option<Py<PyAny>>,
+    /// `sslobj._sslobj` (the `_ssl` object) when `sslobj` is exactly `ssl.SSLObject`, whose
+    /// `read`, `write` and `pending` only forward to it.
+    sslobj_c: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_transport")]
+    transport: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_app_protocol")]
+    app_protocol: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_app_protocol_is_buffer")]
+    app_protocol_is_buffer: bool,
+    #[pyo3(get, set, name = "_app_transport")]
+    app_transport: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_loop")]
+    loop_: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_ssl_buffer")]
+    ssl_buffer: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_ssl_buffer_view")]
+    ssl_buffer_view: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_write_backlog")]
+    write_backlog: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_write_buffer_size")]
+    write_buffer_size: isize,
+    #[pyo3(get, set, name = "_conn_lost")]
+    conn_lost: isize,
+    #[pyo3(get, set, name = "_app_reading_paused")]
+    app_reading_paused: bool,
+    #[pyo3(get, set, name = "_app_writing_paused")]
+    app_writing_paused: bool,
+    #[pyo3(get, set, name = "_ssl_reading_paused")]
+    ssl_reading_paused: bool,
+    #[pyo3(get, set, name = "_ssl_writing_paused")]
+    ssl_writing_paused: bool,
+    /// The water marks as asyncio stored them (any number) and as compared here.
+    incoming_high_water: (Option<Py<PyAny>>, f64),
+    incoming_low_water: (Option<Py<PyAny>>, f64),
+    outgoing_high_water: (Option<Py<PyAny>>, f64),
+    outgoing_low_water: (Option<Py<PyAny>>, f64),
+}
+
+/// A field's object, `None` included (calling a method on it then fails as in asyncio).
+fn bind<'py>(py: Python<'py>, field: &Option<Py<PyAny>>) -> Bound<'py, PyAny> {
+    match field {
+        Some(object) => object.bind(py).clone(),
+        None => py.None().into_bound(py),
+    }
+}
+
+fn water_mark(value: &Bound<'_, PyAny>) -> PyResult<(Option<Py<PyAny>>, f64)> {
+    Ok((Some(value.clone().unbind()), value.extract::<f64>()?))
+}
+
+fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<f64> {
+    bio.getattr(intern!(bio.py(), "pending"))?.extract()
+}
+
+/// A writable memoryview of `len` bytes at `ptr`, for `read(n, buffer)`.
+///
+/// # Safety
+/// `ptr..ptr+len` must stay valid and unaliased while the view is used.
+unsafe fn raw_view(py: Python<'_>, ptr: *mut u8, len: usize, writable: bool) -> PyResult<Bound<'_, PyAny>> {
+    let flags = if writable {
+        pyo3::ffi::PyBUF_WRITE
+    } else {
+        pyo3::ffi::PyBUF_READ
+    };
+    // SAFETY: guaranteed by the caller; the result is a new reference or NULL with an error set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyMemoryView_FromMemory(ptr as *mut _, len as pyo3::ffi::Py_ssize_t, flags),
+        )
+    }
+}
+
+impl SSLProtocolCore {
+    /// Calls one of asyncio's methods on this object (the Python half).
+    fn call_py<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, pyo3::types::PyString>,
+        args: impl pyo3::call::PyCallArgs<'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.as_any().call_method1(name, args)
+    }
+
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if !err.is_instance_of::<PyException>(py) {
+            return Err(err);
+        }
+        Self::call_py(slf, intern!(py, "_fatal_error"), (err.value(py), message)).map(drop)
+    }
+
+    /// `protocol.pause_writing()`/`resume_writing()` of the app, failures reported as asyncio.
+    fn call_app_flow_control(slf: &Bound<'_, Self>, method: &str) -> PyResult<()> {
+        let py = slf.py();
+        let (app_protocol, app_transport, loop_) = {
+            let me = slf.try_borrow()?;
+            (
+                bind(py, &me.app_protocol),
+                bind(py, &me.app_transport),
+                bind(py, &me.loop_),
+            )
+        };
+        match app_protocol.call_method0(method) {
+            Ok(_) => Ok(()),
+            Err(err) if is_fatal(py, &err) => Err(err),
+            Err(err) => {
+                let context = PyDict::new(py);
+                context.set_item("message", format!("protocol.{method}() failed"))?;
+                context.set_item("exception", err.value(py))?;
+                context.set_item("transport", app_transport)?;
+                context.set_item("protocol", slf)?;
+                loop_
+                    .call_method1(intern!(py, "call_exception_handler"), (context,))
+                    .map(drop)
+            }
+        }
+    }
+
+    /// One `sslobj.write(data)`: the byte count.
+    fn ssl_write(
+        py: Python<'_>,
+        sslobj: &Bound<'_, PyAny>,
+        sslobj_c: &Option<Py<PyAny>>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<isize> {
+        let target = match sslobj_c {
+            Some(c) => c.bind(py),
+            None => sslobj,
+        };
+        target.call_method1(intern!(py, "write"), (data,))?.extract()
+    }
+
+    /// asyncio's `_do_read__copied`.
+    fn read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (sslobj, sslobj_c, incoming, ssl_buffer, app_protocol) = {
+            let me = slf.try_borrow()?;
+            (
+                bind(py, &me.sslobj),
+                me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
+                bind(py, &me.incoming),
+                bind(py, &me.ssl_buffer),
+                bind(py, &me.app_protocol),
+            )
+        };
+        let mut parts: Vec<Bound<'_, PyBytes>> = Vec::new();
+        let mut eof = false;
+        match &sslobj_c {
+            Some(c) => {
+                let c = c.bind(py);
+                // The export pins the buffer's memory (it cannot be resized) while reads land in it.
+                let buffer = PyBuffer::<u8>::get(&ssl_buffer)?;
+                if buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(
+                        "_ssl_buffer must be a writable, contiguous, non-empty buffer",
+                    ));
+                }
+                let base = buffer.buf_ptr() as *mut u8;
+                let capacity = buffer.len_bytes();
+                let mut filled = 0usize;
+                loop {
+                    if bio_pending(&incoming)? == 0.0
+                        && c.call_method0(intern!(py, "pending"))?.extract::<usize>()? == 0
+                    {
+                        break;
+                    }
+                    if filled == capacity {
+                        // SAFETY: `base..base+filled` is initialised, exported memory.
+                        let full = unsafe { std::slice::from_raw_parts(base, filled) };
+                        parts.push(PyBytes::new(py, full));
+                        filled = 0;
+                    }
+                    let room = (capacity - filled).min(MAX_SIZE);
+                    // SAFETY: `base+filled..base+filled+room` lies inside the exported buffer,
+                    // which `buffer` keeps alive and unresized; the view is dropped right after
+                    // the read, and nothing else writes there meanwhile.
+                    let view = unsafe { raw_view(py, base.add(filled), room, true)? };
+                    let result = c.call_method1(intern!(py, "read"), (room, &view));
+                    drop(view);
+                    match result {
+                        Ok(count) => {
+                            let count: usize = count.extract()?;
+                            if count == 0 {
+                                eof = true;
+                                break;
+                            }
+                            filled += count.min(room);
+                        }
+                        Err(err) if is_again(py, &err)? => break,
+                        Err(err) => return Err(err),
+                    }
+                }
+                if filled > 0 {
+                    // SAFETY: as above; copied out before the export is released.
+                    let data = unsafe { std::slice::from_raw_parts(base, filled) };
+                    parts.push(PyBytes::new(py, data));
+                }
+                drop(buffer);
+            }
+            None => {
+                loop {
+                    match sslobj.call_method1(intern!(py, "read"), (MAX_SIZE,)) {
+                        Ok(chunk) => {
+                            if !chunk.is_truthy()? {
+                                eof = true;
+                                break;
+                            }
+                            parts.push(chunk.cast_into::<PyBytes>().or_else(|chunk| {
+                                PyBytes::new(py, b"")
+                                    .call_method1(intern!(py, "join"), ((chunk.into_inner(),),))?
+                                    .cast_into::<PyBytes>()
+                                    .map_err(PyErr::from)
+                            })?);
+                        }
+                        Err(err) if is_again(py, &err)? => break,
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+        }
+        match parts.len() {
+            0 => {}
+            1 => {
+                app_protocol.call_method1(intern!(py, "data_received"), (&parts[0],))?;
+            }
+            _ => {
+                let joined = PyBytes::new(py, b"")
+                    .call_method1(intern!(py, "join"), (PyTuple::new(py, &parts)?,))?;
+                app_protocol.call_method1(intern!(py, "data_received"), (joined,))?;
+            }
+        }
+        if eof {
+            Self::call_py(slf, intern!(py, "_call_eof_received"), ())?;
+            Self::call_py(slf, intern!(py, "_start_shutdown"), ())?;
+        }
+        Ok(())
+    }
+
+    /// The body of `_do_read`, whose exceptions asyncio turns into `_fatal_error`.
+    fn read_body(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (paused, is_buffer) = {
+            let me = slf.try_borrow()?;
+            (me.app_reading_paused, me.app_protocol_is_buffer)
+        };
+        if !paused {
+            if is_buffer {
+                Self::call_py(slf, intern!(py, "_do_read__buffered"), ())?;
+            } else {
+                Self::read_copied(slf)?;
+            }
+            if Self::backlog_len(slf)? > 0 {
+                Self::_do_write(slf)?;
+            } else {
+                Self::_process_outgoing(slf)?;
+            }
+        }
+        Self::_control_ssl_reading(slf)
+    }
+
+    fn backlog_len(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let backlog = bind(slf.py(), &slf.try_borrow()?.write_backlog);
+        backlog.len()
+    }
+
+    /// The body of `_write_appdata` after its state check, whose exceptions asyncio turns into
+    /// `_fatal_error`.
+    fn write_body(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (state, backlog, sslobj, sslobj_c) = {
+            let me = slf.try_borrow()?;
+            (
+                me.state,
+                bind(py, &me.write_backlog),
+                bind(py, &me.sslobj),
+                me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
+            )
+        };
+        // The app transport's write(): one piece, nothing queued. asyncio would append it to
+        // the backlog and pop it again at once; the outcome is the same without the deque.
+        if state == State::Wrapped && backlog.len()? == 0 {
+            if let Ok(tuple) = list_of_data.cast::<PyTuple>() {
+                if tuple.len() == 1 {
+                    let data = tuple.get_item(0)?;
+                    let data_len = data.len()? as isize;
+                    slf.try_borrow_mut()?.write_buffer_size += data_len;
+                    match Self::ssl_write(py, &sslobj, &sslobj_c, &data) {
+                        Ok(count) if count >= data_len => {
+                            slf.try_borrow_mut()?.write_buffer_size -= data_len;
+                            return Self::_process_outgoing(slf);
+                        }
+                        Ok(count) => {
+                            let rest = data.get_item(pyo3::types::PySlice::new(
+                                py,
+                                count,
+                                isize::MAX,
+                                1,
+                            ))?;
+                            backlog.call_method1(intern!(py, "append"), (rest,))?;
+                            slf.try_borrow_mut()?.write_buffer_size -= count;
+                            return Self::_do_write(slf);
+                        }
+                        Err(err) => {
+                            backlog.call_method1(intern!(py, "append"), (&data,))?;
+                            if is_again(py, &err)? {
+                                return Self::_process_outgoing(slf);
+                            }
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+        for data in list_of_data.try_iter()? {
+            let data = data?;
+            backlog.call_method1(intern!(py, "append"), (&data,))?;
+            let data_len = data.len()? as isize;
+            slf.try_borrow_mut()?.write_buffer_size += data_len;
+        }
+        if state == State::Wrapped {
+            Self::_do_write(slf)?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl SSLProtocolCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        let zero = || (Some(0i64.into_pyobject(py).unwrap().into_any().unbind()), 0.0);
+        SSLProtocolCore {
+            state_obj: None,
+            state: State::Other,
+            incoming: None,
+            outgoing: None,
+            sslobj: None,
+            sslobj_c: None,
+            transport: None,
+            app_protocol: None,
+            app_protocol_is_buffer: false,
+            app_transport: None,
+            loop_: None,
+            ssl_buffer: None,
+            ssl_buffer_view: None,
+            write_backlog: None,
+            write_buffer_size: 0,
+            conn_lost: 0,
+            app_reading_paused: false,
+            app_writing_paused: false,
+            ssl_reading_paused: false,
+            ssl_writing_paused: false,
+            incoming_high_water: zero(),
+            incoming_low_water: zero(),
+            outgoing_high_water: zero(),
+            outgoing_low_water: zero(),
+        }
+    }
+
+    // -- the data path --------------------------------------------------------------------
+
+    fn get_buffer(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let want = if n <= 0 || n as usize > MAX_SIZE {
+            MAX_SIZE
+        } else {
+            n as usize
+        };
+        let (buffer, view) = {
+            let me = slf.try_borrow()?;
+            (bind(py, &me.ssl_buffer), bind(py, &me.ssl_buffer_view))
+        };
+        if buffer.len()? < want {
+            let buffer = pyo3::types::PyByteArray::new_with(py, want, |_| Ok(()))?;
+            let view = pyo3::types::PyMemoryView::from(buffer.as_any())?;
+            let mut me = slf.try_borrow_mut()?;
+            me.ssl_buffer = Some(buffer.into_any().unbind());
+            me.ssl_buffer_view = Some(view.clone().into_any().unbind());
+            return Ok(view.into_any().unbind());
+        }
+        Ok(view.unbind())
+    }
+
+    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
+        let py = slf.py();
+        let (incoming, ssl_buffer) = {
+            let me = slf.try_borrow()?;
+            (bind(py, &me.incoming), bind(py, &me.ssl_buffer))
+        };
+        {
+            let buffer = PyBuffer::<u8>::get(&ssl_buffer)?;
+            // `view[:nbytes]`, Python's slice semantics included.
+            let len = buffer.len_bytes() as isize;
+            let end = if nbytes < 0 { (len + nbytes).max(0) } else { nbytes.min(len) };
+            // SAFETY: `buffer` keeps the exported memory alive and unresized until the view,
+            // dropped first, has been copied into the BIO.
+            let view = unsafe { raw_view(py, buffer.buf_ptr() as *mut u8, end as usize, false)? };
+            incoming.call_method1(intern!(py, "write"), (&view,))?;
+            drop(view);
+        }
+        let state = slf.try_borrow()?.state;
+        match state {
+            State::DoHandshake => Self::call_py(slf, intern!(py, "_do_handshake"), ()).map(drop),
+            State::Wrapped => Self::_do_read(slf),
+            State::Flushing => Self::call_py(slf, intern!(py, "_do_flush"), ()).map(drop),
+            State::Shutdown => Self::call_py(slf, intern!(py, "_do_shutdown"), ()).map(drop),
+            State::Unwrapped | State::Other => Ok(()),
+        }
+    }
+
+    fn _do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let state = slf.try_borrow()?.state;
+        if !matches!(state, State::Wrapped | State::Flushing) {
+            return Ok(());
+        }
+        match Self::read_body(slf) {
+            Ok(()) => Ok(()),
+            Err(err) => Self::fatal_error(slf, err, "Fatal error on SSL protocol"),
+        }
+    }
+
+    #[pyo3(name = "_do_read__copied")]
+    fn do_read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::read_copied(slf)
+    }
+
+    fn _write_appdata(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let state = slf.try_borrow()?.state;
+        if matches!(state, State::Flushing | State::Shutdown | State::Unwrapped) {
+            let threshold: isize = py
+                .import("asyncio.constants")?
+                .getattr(intern!(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES"))?
+                .extract()?;
+            let conn_lost = slf.try_borrow()?.conn_lost;
+            if conn_lost >= threshold {
+                sslproto(py)?
+                    .getattr(intern!(py, "logger"))?
+                    .call_method1(intern!(py, "warning"), ("SSL connection is closed",))?;
+            }
+            slf.try_borrow_mut()?.conn_lost += 1;
+            return Ok(());
+        }
+        match Self::write_body(slf, list_of_data) {
+            Ok(()) => Ok(()),
+            Err(err) => Self::fatal_error(slf, err, "Fatal error on SSL protocol"),
+        }
+    }
+
+    fn _do_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (backlog, sslobj, sslobj_c) = {
+            let me = slf.try_borrow()?;
+            (
+                bind(py, &me.write_backlog),
+                bind(py, &me.sslobj),
+                me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
+            )
+        };
+        let written: PyResult<()> = (|| {
+            while backlog.len()? > 0 {
+                let data = backlog.get_item(0)?;
+                let count = Self::ssl_write(py, &sslobj, &sslobj_c, &data)?;
+                let data_len = data.len()? as isize;
+                if count < data_len {
+                    let rest =
+                        data.get_item(pyo3::types::PySlice::new(py, count, isize::MAX, 1))?;
+                    backlog.set_item(0, rest)?;
+                    slf.try_borrow_mut()?.write_buffer_size -= count;
+                } else {
+                    backlog.del_item(0)?;
+                    slf.try_borrow_mut()?.write_buffer_size -= data_len;
+                }
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {}
+            Err(err) if is_again(py, &err)? => {}
+            Err(err) => return Err(err),
+        }
+        Self::_process_outgoing(slf)
+    }
+
+    fn _process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (paused, outgoing, transport) = {
+            let me = slf.try_borrow()?;
+            (
+                me.ssl_writing_paused,
+                bind(py, &me.outgoing),
+                bind(py, &me.transport),
+            )
+        };
+        if !paused {
+            let data = outgoing.call_method0(intern!(py, "read"))?;
+            if data.len()? > 0 {
+                match transport.cast::<SocketTransportCore>() {
+                    Ok(native) => SocketTransportCore::write(native, &data)?,
+                    Err(_) => {
+                        transport.call_method1(intern!(py, "write"), (data,))?;
+                    }
+                }
+            }
+        }
+        Self::_control_app_writing(slf)
+    }
+
+    fn _control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let size = Self::_get_write_buffer_size(slf)?;
+        let (pause, resume) = {
+            let mut me = slf.try_borrow_mut()?;
+            let pause = size >= me.outgoing_high_water.1 && !me.app_writing_paused;
+            let resume = !pause && size <= me.outgoing_low_water.1 && me.app_writing_paused;
+            if pause {
+                me.app_writing_paused = true;
+            } else if resume {
+                me.app_writing_paused = false;
+            }
+            (pause, resume)
+        };
+        if pause {
+            Self::call_app_flow_control(slf, "pause_writing")
+        } else if resume {
+            Self::call_app_flow_control(slf, "resume_writing")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn _get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        let py = slf.py();
+        let (outgoing, size) = {
+            let me = slf.try_borrow()?;
+            (bind(py, &me.outgoing), me.write_buffer_size)
+        };
+        Ok(bio_pending(&outgoing)? + size as f64)
+    }
+
+    fn _control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let size = Self::_get_read_buffer_size(slf)?;
+        let (pause, resume, transport) = {
+            let mut me = slf.try_borrow_mut()?;
+            let pause = size >= me.incoming_high_water.1 && !me.ssl_reading_paused;
+            let resume = !pause && size <= me.incoming_low_water.1 && me.ssl_reading_paused;
+            if pause {
+                me.ssl_reading_paused = true;
+            } else if resume {
+                me.ssl_reading_paused = false;
+            }
+            (pause, resume, bind(py, &me.transport))
+        };
+        if pause {
+            transport.call_method0(intern!(py, "pause_reading"))?;
+        } else if resume {
+            transport.call_method0(intern!(py, "resume_reading"))?;
+        }
+        Ok(())
+    }
+
+    fn _get_read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        let incoming = bind(slf.py(), &slf.try_borrow()?.incoming);
+        bio_pending(&incoming)
+    }
+
+    // -- the state asyncio's methods share, under asyncio's names ---------------------------
+
+    #[getter(_state)]
+    fn get_state(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state_obj.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_state)]
+    fn set_state(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.state = classify(value)?;
+        self.state_obj = Some(value.clone().unbind());
+        Ok(())
+    }
+
+    #[getter(_sslobj)]
+    fn get_sslobj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.sslobj.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_sslobj)]
+    fn set_sslobj(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = value.py();
+        let exact = SSL_OBJECT.import(py, "ssl", "SSLObject")?;
+        self.sslobj_c = if value.get_type().is(exact) {
+            Some(value.getattr(intern!(py, "_sslobj"))?.unbind())
+        } else {
+            None
+        };
+        self.sslobj = Some(value.clone().unbind());
+        Ok(())
+    }
+
+    #[getter(_write_buffer_size)]
+    fn get_write_buffer_size_attr(&self) -> isize {
+        self.write_buffer_size
+    }
+
+    #[setter(_write_buffer_size)]
+    fn set_write_buffer_size_attr(&mut self, value: isize) {
+        self.write_buffer_size = value;
+    }
+
+    #[getter(_conn_lost)]
+    fn get_conn_lost(&self) -> isize {
+        self.conn_lost
+    }
+
+    #[setter(_conn_lost)]
+    fn set_conn_lost(&mut self, value: isize) {
+        self.conn_lost = value;
+    }
+
+    #[getter(_incoming_high_water)]
+    fn get_incoming_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.incoming_high_water.0.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_incoming_high_water)]
+    fn set_incoming_high_water(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.incoming_high_water = water_mark(value)?;
+        Ok(())
+    }
+
+    #[getter(_incoming_low_water)]
+    fn get_incoming_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.incoming_low_water.0.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_incoming_low_water)]
+    fn set_incoming_low_water(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.incoming_low_water = water_mark(value)?;
+        Ok(())
+    }
+
+    #[getter(_outgoing_high_water)]
+    fn get_outgoing_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.outgoing_high_water.0.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_outgoing_high_water)]
+    fn set_outgoing_high_water(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.outgoing_high_water = water_mark(value)?;
+        Ok(())
+    }
+
+    #[getter(_outgoing_low_water)]
+    fn get_outgoing_low_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.outgoing_low_water.0.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_outgoing_low_water)]
+    fn set_outgoing_low_water(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.outgoing_low_water = water_mark(value)?;
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for object in [
+            &self.state_obj,
+            &self.incoming,
+            &self.outgoing,
+            &self.sslobj,
+            &self.transport,
+            &self.app_protocol,
+            &self.app_transport,
+            &self.loop_,
+            &self.ssl_buffer,
+            &self.ssl_buffer_view,
+            &self.write_backlog,
+            &self.incoming_high_water.0,
+            &self.incoming_low_water.0,
+            &self.outgoing_high_water.0,
+            &self.outgoing_low_water.0,
+            &self.sslobj_c,
+        ] {
+            visit.call(object)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        for object in [
+            &mut self.incoming,
+            &mut self.outgoing,
+            &mut self.sslobj,
+            &mut self.sslobj_c,
+            &mut self.transport,
+            &mut self.app_protocol,
+            &mut self.app_transport,
+            &mut self.loop_,
+            &mut self.ssl_buffer,
+            &mut self.ssl_buffer_view,
+            &mut self.write_backlog,
+        ] {
+            *object = None;
+        }
+    }
+}
+
