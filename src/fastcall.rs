@@ -21,7 +21,10 @@ use pyo3::types::{PyString, PyTuple};
 use crate::event_loop::LoopCore;
 
 /// Runs `f`, turning its error or panic into a raised Python exception (a NULL return).
-fn into_raw(py: Python<'_>, f: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+pub(crate) fn into_raw(
+    py: Python<'_>,
+    f: impl FnOnce() -> PyResult<Py<PyAny>>,
+) -> *mut ffi::PyObject {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(obj)) => obj.into_ptr(),
         Ok(Err(err)) => {

@@ -22,6 +22,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::SocketTransportCore>()?;
     m.add_class::<datagram::DatagramReader>()?;
     m.add_class::<sslproto::SSLProtocolCore>()?;
+    m.add_function(wrap_pyfunction!(sslproto::_ssl_app_write_descriptor, m)?)?;
     m.add(
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,

@@ -23,11 +23,15 @@
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyException;
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyType};
+
+use crate::fastcall::into_raw;
 
 use crate::handles::is_fatal;
 use crate::transport::SocketTransportCore;
@@ -82,18 +86,27 @@ fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
     Ok(err.is_instance(py, &again))
 }
 
+/// What `_write_appdata` writes: asyncio passes a list (or any iterable) of pieces; the app
+/// transport's `write()` has one.
+pub(crate) enum AppData<'a, 'py> {
+    One(&'a Bound<'py, PyAny>),
+    Many(&'a Bound<'py, PyAny>),
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
 pub struct SSLProtocolCore {
     state_obj: Option<Py<PyAny>>,
     state: State,
-    #[pyo3(get, set, name = "_incoming")]
     incoming: Option<Py<PyAny>>,
-    #[pyo3(get, set, name = "_outgoing")]
+    /// `incoming.write` and `outgoing.read`, bound once: a call by name looks the method up
+    /// each time.
+    incoming_write: Option<Py<PyAny>>,
     outgoing: Option<Py<PyAny>>,
+    outgoing_read: Option<Py<PyAny>>,
     sslobj: Option<Py<PyAny>>,
-    /// `sslobj._sslobj` (the `_ssl` object) when `sslobj` is exactly `ssl.SSLObject`, whose
-    /// `read`, `write` and `pending` only forward to it.
-    sslobj_c: Option<Py<PyAny>>,
+    /// The methods of `sslobj._sslobj` (the `_ssl` object) when `sslobj` is exactly
+    /// `ssl.SSLObject`, whose `read`, `write` and `pending` only forward to them.
+    sslobj_c: Option<SslMethods>,
     #[pyo3(get, set, name = "_transport")]
     transport: Option<Py<PyAny>>,
     #[pyo3(get, set, name = "_app_protocol")]
@@ -129,6 +142,45 @@ pub struct SSLProtocolCore {
     outgoing_low_water: (Option<Py<PyAny>>, f64),
 }
 
+pub(crate) struct SslMethods {
+    read: Py<PyAny>,
+    write: Py<PyAny>,
+    pending: Py<PyAny>,
+}
+
+impl SslMethods {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        SslMethods {
+            read: self.read.clone_ref(py),
+            write: self.write.clone_ref(py),
+            pending: self.pending.clone_ref(py),
+        }
+    }
+}
+
+/// `object.name`, bound, or `None` when it has no such attribute (a call by name then fails
+/// as in asyncio).
+fn bound_method(
+    object: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+) -> Option<Py<PyAny>> {
+    object.getattr(name).ok().map(Bound::unbind)
+}
+
+/// `field.name(*args)`, through the method bound beforehand when there is one.
+fn call_cached<'py>(
+    py: Python<'py>,
+    object: &Option<Py<PyAny>>,
+    method: &Option<Py<PyAny>>,
+    name: &Bound<'py, pyo3::types::PyString>,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match method {
+        Some(method) => method.bind(py).call1(args),
+        None => bind(py, object).call_method1(name, args),
+    }
+}
+
 /// A field's object, `None` included (calling a method on it then fails as in asyncio).
 fn bind<'py>(py: Python<'py>, field: &Option<Py<PyAny>>) -> Bound<'py, PyAny> {
     match field {
@@ -141,7 +193,7 @@ fn water_mark(value: &Bound<'_, PyAny>) -> PyResult<(Option<Py<PyAny>>, f64)> {
     Ok((Some(value.clone().unbind()), value.extract::<f64>()?))
 }
 
-fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<f64> {
+fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<isize> {
     bio.getattr(intern!(bio.py(), "pending"))?.extract()
 }
 
@@ -149,7 +201,12 @@ fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<f64> {
 ///
 /// # Safety
 /// `ptr..ptr+len` must stay valid and unaliased while the view is used.
-unsafe fn raw_view(py: Python<'_>, ptr: *mut u8, len: usize, writable: bool) -> PyResult<Bound<'_, PyAny>> {
+unsafe fn raw_view(
+    py: Python<'_>,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> PyResult<Bound<'_, PyAny>> {
     let flags = if writable {
         pyo3::ffi::PyBUF_WRITE
     } else {
@@ -213,14 +270,15 @@ impl SSLProtocolCore {
     fn ssl_write(
         py: Python<'_>,
         sslobj: &Bound<'_, PyAny>,
-        sslobj_c: &Option<Py<PyAny>>,
+        sslobj_c: &Option<SslMethods>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<isize> {
-        let target = match sslobj_c {
-            Some(c) => c.bind(py),
-            None => sslobj,
-        };
-        target.call_method1(intern!(py, "write"), (data,))?.extract()
+        match sslobj_c {
+            Some(c) => c.write.bind(py).call1((data,))?.extract(),
+            None => sslobj
+                .call_method1(intern!(py, "write"), (data,))?
+                .extract(),
+        }
     }
 
     /// asyncio's `_do_read__copied`.
@@ -240,7 +298,6 @@ impl SSLProtocolCore {
         let mut eof = false;
         match &sslobj_c {
             Some(c) => {
-                let c = c.bind(py);
                 // The export pins the buffer's memory (it cannot be resized) while reads land in it.
                 let buffer = PyBuffer::<u8>::get(&ssl_buffer)?;
                 if buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
@@ -252,8 +309,8 @@ impl SSLProtocolCore {
                 let capacity = buffer.len_bytes();
                 let mut filled = 0usize;
                 loop {
-                    if bio_pending(&incoming)? == 0.0
-                        && c.call_method0(intern!(py, "pending"))?.extract::<usize>()? == 0
+                    if bio_pending(&incoming)? == 0
+                        && c.pending.bind(py).call0()?.extract::<usize>()? == 0
                     {
                         break;
                     }
@@ -268,7 +325,7 @@ impl SSLProtocolCore {
                     // which `buffer` keeps alive and unresized; the view is dropped right after
                     // the read, and nothing else writes there meanwhile.
                     let view = unsafe { raw_view(py, base.add(filled), room, true)? };
-                    let result = c.call_method1(intern!(py, "read"), (room, &view));
+                    let result = c.read.bind(py).call1((room, &view));
                     drop(view);
                     match result {
                         Ok(count) => {
@@ -290,26 +347,24 @@ impl SSLProtocolCore {
                 }
                 drop(buffer);
             }
-            None => {
-                loop {
-                    match sslobj.call_method1(intern!(py, "read"), (MAX_SIZE,)) {
-                        Ok(chunk) => {
-                            if !chunk.is_truthy()? {
-                                eof = true;
-                                break;
-                            }
-                            parts.push(chunk.cast_into::<PyBytes>().or_else(|chunk| {
-                                PyBytes::new(py, b"")
-                                    .call_method1(intern!(py, "join"), ((chunk.into_inner(),),))?
-                                    .cast_into::<PyBytes>()
-                                    .map_err(PyErr::from)
-                            })?);
+            None => loop {
+                match sslobj.call_method1(intern!(py, "read"), (MAX_SIZE,)) {
+                    Ok(chunk) => {
+                        if !chunk.is_truthy()? {
+                            eof = true;
+                            break;
                         }
-                        Err(err) if is_again(py, &err)? => break,
-                        Err(err) => return Err(err),
+                        parts.push(chunk.cast_into::<PyBytes>().or_else(|chunk| {
+                            PyBytes::new(py, b"")
+                                .call_method1(intern!(py, "join"), ((chunk.into_inner(),),))?
+                                .cast_into::<PyBytes>()
+                                .map_err(PyErr::from)
+                        })?);
                     }
+                    Err(err) if is_again(py, &err)? => break,
+                    Err(err) => return Err(err),
                 }
-            }
+            },
         }
         match parts.len() {
             0 => {}
@@ -356,9 +411,8 @@ impl SSLProtocolCore {
         backlog.len()
     }
 
-    /// The body of `_write_appdata` after its state check, whose exceptions asyncio turns into
-    /// `_fatal_error`.
-    fn write_body(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `_write_appdata` after its state check.
+    fn write_body(slf: &Bound<'_, Self>, data: AppData<'_, '_>) -> PyResult<()> {
         let py = slf.py();
         let (state, backlog, sslobj, sslobj_c) = {
             let me = slf.try_borrow()?;
@@ -369,41 +423,55 @@ impl SSLProtocolCore {
                 me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
             )
         };
-        // The app transport's write(): one piece, nothing queued. asyncio would append it to
-        // the backlog and pop it again at once; the outcome is the same without the deque.
-        if state == State::Wrapped && backlog.len()? == 0 {
-            if let Ok(tuple) = list_of_data.cast::<PyTuple>() {
-                if tuple.len() == 1 {
-                    let data = tuple.get_item(0)?;
-                    let data_len = data.len()? as isize;
-                    slf.try_borrow_mut()?.write_buffer_size += data_len;
-                    match Self::ssl_write(py, &sslobj, &sslobj_c, &data) {
-                        Ok(count) if count >= data_len => {
-                            slf.try_borrow_mut()?.write_buffer_size -= data_len;
-                            return Self::_process_outgoing(slf);
-                        }
-                        Ok(count) => {
-                            let rest = data.get_item(pyo3::types::PySlice::new(
-                                py,
-                                count,
-                                isize::MAX,
-                                1,
-                            ))?;
-                            backlog.call_method1(intern!(py, "append"), (rest,))?;
-                            slf.try_borrow_mut()?.write_buffer_size -= count;
-                            return Self::_do_write(slf);
-                        }
-                        Err(err) => {
-                            backlog.call_method1(intern!(py, "append"), (&data,))?;
-                            if is_again(py, &err)? {
-                                return Self::_process_outgoing(slf);
-                            }
-                            return Err(err);
+        let single = match data {
+            AppData::One(piece) => Some(piece.clone()),
+            AppData::Many(list) => match list.cast::<PyTuple>() {
+                Ok(tuple) if tuple.len() == 1 => Some(tuple.get_item(0)?),
+                _ => None,
+            },
+        };
+        // One piece and nothing queued (the app transport's write()): asyncio would append it
+        // to the backlog and pop it again at once; the outcome is the same without the deque.
+        if let Some(data) = single.filter(|_| state == State::Wrapped) {
+            if backlog.len()? == 0 {
+                let data_len = match data.len() {
+                    Ok(len) => len as isize,
+                    Err(err) => {
+                        // asyncio has appended the piece before measuring it.
+                        backlog.call_method1(intern!(py, "append"), (&data,))?;
+                        return Err(err);
+                    }
+                };
+                slf.try_borrow_mut()?.write_buffer_size += data_len;
+                let written = match Self::ssl_write(py, &sslobj, &sslobj_c, &data) {
+                    Ok(count) if count >= data_len => {
+                        slf.try_borrow_mut()?.write_buffer_size -= data_len;
+                        Self::_process_outgoing(slf)
+                    }
+                    Ok(count) => {
+                        let rest =
+                            data.get_item(pyo3::types::PySlice::new(py, count, isize::MAX, 1))?;
+                        backlog.call_method1(intern!(py, "append"), (rest,))?;
+                        slf.try_borrow_mut()?.write_buffer_size -= count;
+                        Self::_do_write(slf)
+                    }
+                    Err(err) => {
+                        backlog.call_method1(intern!(py, "append"), (&data,))?;
+                        if is_again(py, &err)? {
+                            Self::_process_outgoing(slf)
+                        } else {
+                            Err(err)
                         }
                     }
-                }
+                };
+                return Self::or_fatal(slf, written);
             }
         }
+        let list_of_data = match data {
+            AppData::One(piece) => PyTuple::new(py, [piece])?.into_any(),
+            AppData::Many(list) => list.clone(),
+        };
+        // As in asyncio, a piece without a length fails the call; only the writing is guarded.
         for data in list_of_data.try_iter()? {
             let data = data?;
             backlog.call_method1(intern!(py, "append"), (&data,))?;
@@ -411,9 +479,95 @@ impl SSLProtocolCore {
             slf.try_borrow_mut()?.write_buffer_size += data_len;
         }
         if state == State::Wrapped {
-            Self::_do_write(slf)?;
+            return Self::or_fatal(slf, Self::_do_write(slf));
         }
         Ok(())
+    }
+
+    /// asyncio's `except Exception as ex: self._fatal_error(ex, 'Fatal error on SSL protocol')`.
+    fn or_fatal(slf: &Bound<'_, Self>, result: PyResult<()>) -> PyResult<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => Self::fatal_error(slf, err, "Fatal error on SSL protocol"),
+        }
+    }
+
+    /// Makes the receive buffer (`_ssl_buffer` and its view) at least `want` bytes long, as
+    /// asyncio's `get_buffer` does; returns the buffer.
+    fn ensure_buffer<'py>(slf: &Bound<'py, Self>, want: usize) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let buffer = bind(py, &slf.try_borrow()?.ssl_buffer);
+        if buffer.len()? >= want {
+            return Ok(buffer);
+        }
+        let buffer = PyByteArray::new_with(py, want, |_| Ok(()))?.into_any();
+        let view = PyMemoryView::from(&buffer)?;
+        let mut me = slf.try_borrow_mut()?;
+        me.ssl_buffer = Some(buffer.clone().unbind());
+        me.ssl_buffer_view = Some(view.into_any().unbind());
+        Ok(buffer)
+    }
+
+    /// The buffer the transport receives into: what `get_buffer(-1)` returns a view of.
+    pub(crate) fn receive_buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::ensure_buffer(slf, MAX_SIZE)
+    }
+
+    /// The first half of `buffer_updated`: TLS records from the socket into the incoming BIO.
+    pub(crate) fn feed(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let (incoming, incoming_write) = {
+            let me = slf.try_borrow()?;
+            (
+                me.incoming.as_ref().map(|o| o.clone_ref(py)),
+                me.incoming_write.as_ref().map(|o| o.clone_ref(py)),
+            )
+        };
+        // SAFETY: the caller keeps `data` alive and unchanged during the call; the view is
+        // read-only and dropped before we return (MemoryBIO.write copies what it is given).
+        let view = unsafe { raw_view(py, data.as_ptr() as *mut u8, data.len(), false)? };
+        call_cached(
+            py,
+            &incoming,
+            &incoming_write,
+            intern!(py, "write"),
+            (&view,),
+        )?;
+        Ok(())
+    }
+
+    /// The second half of `buffer_updated`: moves the state machine on.
+    pub(crate) fn process_incoming(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let state = slf.try_borrow()?.state;
+        match state {
+            State::DoHandshake => Self::call_py(slf, intern!(py, "_do_handshake"), ()).map(drop),
+            State::Wrapped => Self::_do_read(slf),
+            State::Flushing => Self::call_py(slf, intern!(py, "_do_flush"), ()).map(drop),
+            State::Shutdown => Self::call_py(slf, intern!(py, "_do_shutdown"), ()).map(drop),
+            State::Unwrapped | State::Other => Ok(()),
+        }
+    }
+
+    /// asyncio's `_write_appdata`.
+    pub(crate) fn write_appdata(slf: &Bound<'_, Self>, data: AppData<'_, '_>) -> PyResult<()> {
+        let py = slf.py();
+        let state = slf.try_borrow()?.state;
+        if matches!(state, State::Flushing | State::Shutdown | State::Unwrapped) {
+            let threshold: isize = py
+                .import("asyncio.constants")?
+                .getattr(intern!(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES"))?
+                .extract()?;
+            let conn_lost = slf.try_borrow()?.conn_lost;
+            if conn_lost >= threshold {
+                sslproto(py)?
+                    .getattr(intern!(py, "logger"))?
+                    .call_method1(intern!(py, "warning"), ("SSL connection is closed",))?;
+            }
+            slf.try_borrow_mut()?.conn_lost += 1;
+            return Ok(());
+        }
+        Self::write_body(slf, data)
     }
 }
 
@@ -426,12 +580,19 @@ impl SSLProtocolCore {
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Self {
-        let zero = || (Some(0i64.into_pyobject(py).unwrap().into_any().unbind()), 0.0);
+        let zero = || {
+            (
+                Some(0i64.into_pyobject(py).unwrap().into_any().unbind()),
+                0.0,
+            )
+        };
         SSLProtocolCore {
             state_obj: None,
             state: State::Other,
             incoming: None,
+            incoming_write: None,
             outgoing: None,
+            outgoing_read: None,
             sslobj: None,
             sslobj_c: None,
             transport: None,
@@ -464,46 +625,28 @@ impl SSLProtocolCore {
         } else {
             n as usize
         };
-        let (buffer, view) = {
-            let me = slf.try_borrow()?;
-            (bind(py, &me.ssl_buffer), bind(py, &me.ssl_buffer_view))
-        };
-        if buffer.len()? < want {
-            let buffer = pyo3::types::PyByteArray::new_with(py, want, |_| Ok(()))?;
-            let view = pyo3::types::PyMemoryView::from(buffer.as_any())?;
-            let mut me = slf.try_borrow_mut()?;
-            me.ssl_buffer = Some(buffer.into_any().unbind());
-            me.ssl_buffer_view = Some(view.clone().into_any().unbind());
-            return Ok(view.into_any().unbind());
-        }
-        Ok(view.unbind())
+        Self::ensure_buffer(slf, want)?;
+        Ok(bind(py, &slf.try_borrow()?.ssl_buffer_view).unbind())
     }
 
     fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
-        let py = slf.py();
-        let (incoming, ssl_buffer) = {
-            let me = slf.try_borrow()?;
-            (bind(py, &me.incoming), bind(py, &me.ssl_buffer))
-        };
+        let ssl_buffer = bind(slf.py(), &slf.try_borrow()?.ssl_buffer);
         {
             let buffer = PyBuffer::<u8>::get(&ssl_buffer)?;
             // `view[:nbytes]`, Python's slice semantics included.
             let len = buffer.len_bytes() as isize;
-            let end = if nbytes < 0 { (len + nbytes).max(0) } else { nbytes.min(len) };
-            // SAFETY: `buffer` keeps the exported memory alive and unresized until the view,
-            // dropped first, has been copied into the BIO.
-            let view = unsafe { raw_view(py, buffer.buf_ptr() as *mut u8, end as usize, false)? };
-            incoming.call_method1(intern!(py, "write"), (&view,))?;
-            drop(view);
+            let end = if nbytes < 0 {
+                (len + nbytes).max(0)
+            } else {
+                nbytes.min(len)
+            };
+            // SAFETY: `buffer` keeps the exported memory alive and unresized while the slice is
+            // used, and feed() runs no Python code that could write to it.
+            let data =
+                unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, end as usize) };
+            Self::feed(slf, data)?;
         }
-        let state = slf.try_borrow()?.state;
-        match state {
-            State::DoHandshake => Self::call_py(slf, intern!(py, "_do_handshake"), ()).map(drop),
-            State::Wrapped => Self::_do_read(slf),
-            State::Flushing => Self::call_py(slf, intern!(py, "_do_flush"), ()).map(drop),
-            State::Shutdown => Self::call_py(slf, intern!(py, "_do_shutdown"), ()).map(drop),
-            State::Unwrapped | State::Other => Ok(()),
-        }
+        Self::process_incoming(slf)
     }
 
     fn _do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -511,10 +654,7 @@ impl SSLProtocolCore {
         if !matches!(state, State::Wrapped | State::Flushing) {
             return Ok(());
         }
-        match Self::read_body(slf) {
-            Ok(()) => Ok(()),
-            Err(err) => Self::fatal_error(slf, err, "Fatal error on SSL protocol"),
-        }
+        Self::or_fatal(slf, Self::read_body(slf))
     }
 
     #[pyo3(name = "_do_read__copied")]
@@ -523,26 +663,7 @@ impl SSLProtocolCore {
     }
 
     fn _write_appdata(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let state = slf.try_borrow()?.state;
-        if matches!(state, State::Flushing | State::Shutdown | State::Unwrapped) {
-            let threshold: isize = py
-                .import("asyncio.constants")?
-                .getattr(intern!(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES"))?
-                .extract()?;
-            let conn_lost = slf.try_borrow()?.conn_lost;
-            if conn_lost >= threshold {
-                sslproto(py)?
-                    .getattr(intern!(py, "logger"))?
-                    .call_method1(intern!(py, "warning"), ("SSL connection is closed",))?;
-            }
-            slf.try_borrow_mut()?.conn_lost += 1;
-            return Ok(());
-        }
-        match Self::write_body(slf, list_of_data) {
-            Ok(()) => Ok(()),
-            Err(err) => Self::fatal_error(slf, err, "Fatal error on SSL protocol"),
-        }
+        Self::write_appdata(slf, AppData::Many(list_of_data))
     }
 
     fn _do_write(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -582,16 +703,17 @@ impl SSLProtocolCore {
 
     fn _process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (paused, outgoing, transport) = {
+        let (paused, outgoing, outgoing_read, transport) = {
             let me = slf.try_borrow()?;
             (
                 me.ssl_writing_paused,
-                bind(py, &me.outgoing),
+                me.outgoing.as_ref().map(|o| o.clone_ref(py)),
+                me.outgoing_read.as_ref().map(|o| o.clone_ref(py)),
                 bind(py, &me.transport),
             )
         };
         if !paused {
-            let data = outgoing.call_method0(intern!(py, "read"))?;
+            let data = call_cached(py, &outgoing, &outgoing_read, intern!(py, "read"), ())?;
             if data.len()? > 0 {
                 match transport.cast::<SocketTransportCore>() {
                     Ok(native) => SocketTransportCore::write(native, &data)?,
@@ -605,7 +727,7 @@ impl SSLProtocolCore {
     }
 
     fn _control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let size = Self::_get_write_buffer_size(slf)?;
+        let size = Self::_get_write_buffer_size(slf)? as f64;
         let (pause, resume) = {
             let mut me = slf.try_borrow_mut()?;
             let pause = size >= me.outgoing_high_water.1 && !me.app_writing_paused;
@@ -626,18 +748,18 @@ impl SSLProtocolCore {
         }
     }
 
-    fn _get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<f64> {
+    fn _get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<isize> {
         let py = slf.py();
         let (outgoing, size) = {
             let me = slf.try_borrow()?;
             (bind(py, &me.outgoing), me.write_buffer_size)
         };
-        Ok(bio_pending(&outgoing)? + size as f64)
+        Ok(bio_pending(&outgoing)? + size)
     }
 
     fn _control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let size = Self::_get_read_buffer_size(slf)?;
+        let size = Self::_get_read_buffer_size(slf)? as f64;
         let (pause, resume, transport) = {
             let mut me = slf.try_borrow_mut()?;
             let pause = size >= me.incoming_high_water.1 && !me.ssl_reading_paused;
@@ -657,7 +779,7 @@ impl SSLProtocolCore {
         Ok(())
     }
 
-    fn _get_read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<f64> {
+    fn _get_read_buffer_size(slf: &Bound<'_, Self>) -> PyResult<isize> {
         let incoming = bind(slf.py(), &slf.try_borrow()?.incoming);
         bio_pending(&incoming)
     }
@@ -676,6 +798,28 @@ impl SSLProtocolCore {
         Ok(())
     }
 
+    #[getter(_incoming)]
+    fn get_incoming(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.incoming.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_incoming)]
+    fn set_incoming(&mut self, value: Option<&Bound<'_, PyAny>>) {
+        self.incoming_write = value.and_then(|v| bound_method(v, intern!(v.py(), "write")));
+        self.incoming = value.map(|v| v.clone().unbind());
+    }
+
+    #[getter(_outgoing)]
+    fn get_outgoing(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.outgoing.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    #[setter(_outgoing)]
+    fn set_outgoing(&mut self, value: Option<&Bound<'_, PyAny>>) {
+        self.outgoing_read = value.and_then(|v| bound_method(v, intern!(v.py(), "read")));
+        self.outgoing = value.map(|v| v.clone().unbind());
+    }
+
     #[getter(_sslobj)]
     fn get_sslobj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.sslobj.as_ref().map(|o| o.clone_ref(py))
@@ -686,7 +830,12 @@ impl SSLProtocolCore {
         let py = value.py();
         let exact = SSL_OBJECT.import(py, "ssl", "SSLObject")?;
         self.sslobj_c = if value.get_type().is(exact) {
-            Some(value.getattr(intern!(py, "_sslobj"))?.unbind())
+            let c = value.getattr(intern!(py, "_sslobj"))?;
+            Some(SslMethods {
+                read: c.getattr(intern!(py, "read"))?.unbind(),
+                write: c.getattr(intern!(py, "write"))?.unbind(),
+                pending: c.getattr(intern!(py, "pending"))?.unbind(),
+            })
         } else {
             None
         };
@@ -775,7 +924,8 @@ impl SSLProtocolCore {
             &self.incoming_low_water.0,
             &self.outgoing_high_water.0,
             &self.outgoing_low_water.0,
-            &self.sslobj_c,
+            &self.incoming_write,
+            &self.outgoing_read,
         ] {
             visit.call(object)?;
         }
@@ -787,7 +937,8 @@ impl SSLProtocolCore {
             &mut self.incoming,
             &mut self.outgoing,
             &mut self.sslobj,
-            &mut self.sslobj_c,
+            &mut self.incoming_write,
+            &mut self.outgoing_read,
             &mut self.transport,
             &mut self.app_protocol,
             &mut self.app_transport,
@@ -798,6 +949,108 @@ impl SSLProtocolCore {
         ] {
             *object = None;
         }
+        self.sslobj_c = None;
     }
 }
 
+/// `_SSLProtocolTransport.write(data)`: asyncio's checks, then the protocol's write path
+/// without a Python frame and a one-element tuple per write.
+///
+/// # Safety
+/// Called by CPython only, through the method descriptor made in [`app_write_descriptor`].
+unsafe extern "C" fn app_write_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls C methods with the calling thread attached to the interpreter.
+    let py = unsafe { Python::assume_attached() };
+    into_raw(py, || {
+        // SAFETY: `slf` is the live object the descriptor was called on.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        // SAFETY: arguments as CPython passes them to METH_FASTCALL | METH_KEYWORDS.
+        let data = unsafe { single_argument(py, "data", args, nargs, kwnames) }?;
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data: expecting a bytes-like instance, got {}",
+                data.get_type().name()?
+            )));
+        }
+        if data.is_truthy()? {
+            let protocol = slf.getattr(intern!(py, "_ssl_protocol"))?;
+            match protocol.cast::<SSLProtocolCore>() {
+                Ok(core) => SSLProtocolCore::write_appdata(core, AppData::One(&data))?,
+                Err(_) => {
+                    protocol.call_method1(
+                        intern!(py, "_write_appdata"),
+                        (PyTuple::new(py, [data])?,),
+                    )?;
+                }
+            }
+        }
+        Ok(py.None())
+    })
+}
+
+/// The one argument `name` of a `METH_FASTCALL | METH_KEYWORDS` call, positional or by name.
+///
+/// # Safety
+/// As for [`crate::fastcall`]'s parsers: `args` holds `nargs` positional arguments followed by
+/// one value per name in `kwnames` (a tuple of str, or NULL), all live references.
+unsafe fn single_argument<'py>(
+    py: Python<'py>,
+    name: &str,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, PyAny>> {
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: CPython passes a tuple of keyword names here.
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+    };
+    if nargs + nkw != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "write() takes exactly one argument ('{name}'), {} given",
+            nargs + nkw
+        )));
+    }
+    if nkw == 1 {
+        // SAFETY: as above; the tuple has one item, a str.
+        let keyword = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
+        if keyword.cast::<PyString>()?.to_str()? != name {
+            return Err(PyTypeError::new_err(format!(
+                "write() got an unexpected keyword argument '{keyword}'"
+            )));
+        }
+    }
+    // SAFETY: `args` holds exactly one live reference (checked above).
+    Ok(unsafe { Bound::from_borrowed_ptr(py, *args) })
+}
+
+/// A `write` method descriptor for `cls` (asyncio's `_SSLProtocolTransport` or a subclass).
+#[pyfunction]
+pub(crate) fn _ssl_app_write_descriptor<'py>(
+    cls: &Bound<'py, PyType>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // The definition must outlive the descriptor, i.e. the interpreter: leaked once per call,
+    // which the package makes once.
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"write".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: app_write_fastcall,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"write(data)\n--\n\nWrite some data bytes to the transport.\n\nThis does not block; it buffers the data and arranges for it\nto be sent out asynchronously.".as_ptr(),
+    }));
+    // SAFETY: `cls` is a live type object and `def` lives forever; PyDescr_NewMethod returns a
+    // new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(cls.py(), ffi::PyDescr_NewMethod(cls.as_type_ptr(), def))
+    }
+}

@@ -36,6 +36,7 @@ use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::handles::{is_fatal, with_context};
 use crate::ready::Watcher;
+use crate::sslproto::SSLProtocolCore;
 
 /// asyncio's `max_size` of its socket and datagram transports alike.
 pub(crate) const MAX_READ: usize = 256 * 1024;
@@ -406,6 +407,9 @@ impl SocketTransportCore {
         protocol: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
+        if let Ok(tls) = protocol.cast::<SSLProtocolCore>() {
+            return Self::read_tls(slf, fd, tls);
+        }
         let buffer = protocol
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|buf| {
@@ -451,6 +455,58 @@ impl SocketTransportCore {
         }
         match protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
             Ok(_) => Ok(()),
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            ),
+        }
+    }
+
+    /// `read_buffered` for ferroloop's TLS protocol: its `get_buffer`/`buffer_updated` without
+    /// the two Python calls, the received records going into its incoming BIO straight from
+    /// the buffer they landed in.
+    fn read_tls(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        tls: &Bound<'_, SSLProtocolCore>,
+    ) -> PyResult<()> {
+        let buffer =
+            match SSLProtocolCore::receive_buffer(tls).and_then(|buf| PyBuffer::<u8>::get(&buf)) {
+                Ok(buffer) => buffer,
+                Err(err) => {
+                    return Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.get_buffer() call failed.",
+                    )
+                }
+            };
+        let received = recv(fd, buffer.buf_ptr() as *mut u8, buffer.len_bytes());
+        let fed = match received {
+            Ok(0) => {
+                drop(buffer);
+                return Self::on_eof(slf, tls.as_any());
+            }
+            Ok(n) => {
+                // SAFETY: the kernel wrote `n` bytes at the start of the exported buffer, which
+                // `buffer` keeps alive and unresized until feed() (no Python code) returns.
+                let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, n) };
+                SSLProtocolCore::feed(tls, data)
+            }
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                drop(buffer);
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                );
+            }
+        };
+        drop(buffer);
+        match fed.and_then(|()| SSLProtocolCore::process_incoming(tls)) {
+            Ok(()) => Ok(()),
             Err(err) => Self::fatal_error(
                 slf,
                 err,

@@ -1156,3 +1156,200 @@ def test_tls_argument_errors(loop, certs, tmp_path):
     )
     assert m["server_timeout_without_ssl"] == "ssl_handshake_timeout is only meaningful with ssl"
     assert "ssl_handshake_timeout should be a positive number" in m["negative_timeout"]
+
+
+# -- the TLS protocol's data path (native on ferroloop, asyncio's sslproto on the stock loop) ----
+
+
+class CountingSSLObject(ssl.SSLObject):
+    """An ``SSLContext.sslobject_class`` that counts the reads and writes asyncio makes."""
+
+    calls = {"read": 0, "write": 0}
+
+    def read(self, len=1024, buffer=None):
+        CountingSSLObject.calls["read"] += 1
+        return super().read(len, buffer)
+
+    def write(self, data):
+        CountingSSLObject.calls["write"] += 1
+        return super().write(data)
+
+
+def test_tls_sslobject_class_is_honoured(loop, certs):
+    """A context's own SSLObject class does the reading and writing, on both sides."""
+    data = payload(256 * KiB, seed=41)
+    server_ctx, client_ctx = certs.server(), certs.client()
+    server_ctx.sslobject_class = client_ctx.sslobject_class = CountingSSLObject
+    CountingSSLObject.calls.update(read=0, write=0)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(
+            loop, certs, lambda: EchoRecorder(loop), server_ctx=server_ctx, client_ctx=client_ctx
+        )
+        types = (
+            type(tr.get_extra_info("ssl_object")),
+            type(srv.transport.get_extra_info("ssl_object")),
+        )
+        tr.write(data)
+        await pr.wait_bytes(len(data))
+        tr.close()
+        await wait_lost(server, pr, srv)
+        return types, bytes(pr.data)
+
+    types, got = run(loop, main(), timeout=50)
+    assert types == (CountingSSLObject, CountingSSLObject)
+    assert digest(got) == digest(data)
+    # Each side wrote at least once and read each record it got (both directions).
+    assert CountingSSLObject.calls["write"] >= 2
+    assert CountingSSLObject.calls["read"] >= 4
+
+
+def test_tls_transport_write_checks_and_pieces(loop, certs):
+    """write() takes bytes-like objects only (asyncio's TypeError), ignores empty data, accepts
+    data= by keyword; writelines() takes any iterable of bytes-like pieces."""
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        errors = []
+        for bad in ("text", 12, None, [b"x"]):
+            with pytest.raises(TypeError) as ei:
+                tr.write(bad)
+            errors.append(str(ei.value))
+        tr.write(b"")
+        tr.write(bytearray())
+        size_after_empty = tr.get_write_buffer_size()
+        tr.write(data=b"kw|")
+        tr.write(bytearray(b"ba|"))
+        tr.write(memoryview(b"--mv|--")[2:-2])
+        tr.writelines([b"l1|", bytearray(b"l2|"), memoryview(b"l3|")])
+        tr.writelines(iter([b"g1|", b"g2|"]))
+        tr.writelines((b"t1|",))
+        want = b"kw|ba|mv|l1|l2|l3|g1|g2|t1|"
+        await srv.wait_bytes(len(want))
+        size = tr.get_write_buffer_size()
+        tr.close()
+        await wait_lost(server, pr, srv)
+        return errors, size_after_empty, size, bytes(srv.data), want
+
+    errors, size_after_empty, size, got, want = run(loop, main())
+    assert errors == [
+        "data: expecting a bytes-like instance, got str",
+        "data: expecting a bytes-like instance, got int",
+        "data: expecting a bytes-like instance, got NoneType",
+        "data: expecting a bytes-like instance, got list",
+    ]
+    assert size_after_empty == 0 and type(size_after_empty) is int
+    assert size == 0 and type(size) is int
+    assert got == want
+
+
+def test_tls_writelines_piece_without_length_raises(loop, certs):
+    """asyncio measures each piece as it queues it: one without a length fails the call."""
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        with pytest.raises(TypeError):
+            tr.writelines([12])
+        tr.abort()
+        await wait_lost(server, pr, srv)
+
+    run(loop, main())
+
+
+def test_tls_data_received_error_is_fatal(loop, certs):
+    """An exception in the app's data_received goes to the exception handler as asyncio's
+    'Fatal error on SSL protocol' and the connection is torn down."""
+
+    class Failing(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            raise ZeroDivisionError("app bug")
+
+    async def main():
+        contexts = []
+        loop.set_exception_handler(quiet_handler(contexts))
+        server, tr, pr, srv = await tls_pair(loop, certs, server_factory=lambda: Failing(loop))
+        tr.write(b"boom")
+        excs = await wait_lost(server, srv, pr)
+        return contexts, excs
+
+    contexts, (srv_exc, exc) = run(loop, main())
+    fatal = [c for c in contexts if isinstance(c.get("exception"), ZeroDivisionError)]
+    assert len(fatal) == 1
+    assert fatal[0]["message"] == "Fatal error on SSL protocol"
+    assert isinstance(srv_exc, ZeroDivisionError)
+
+
+def test_tls_writes_after_close_are_dropped_with_a_warning(loop, certs, caplog):
+    """After close(), writes are ignored; from the fifth on, asyncio logs that the SSL
+    connection is closed."""
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        tr.write(b"before")
+        await srv.wait_bytes(6)
+        tr.close()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            for _ in range(8):
+                tr.write(b"after")
+        await wait_lost(server, pr, srv)
+        return bytes(srv.data)
+
+    got = run(loop, main())
+    assert got == b"before"
+    warnings = [r for r in caplog.records if r.getMessage() == "SSL connection is closed"]
+    assert len(warnings) == 3
+
+
+def test_tls_reading_resumes_over_a_large_backlog(loop, certs):
+    """Records that piled up in the TLS layer while the app paused reading (more than one
+    receive buffer's worth) arrive whole, in order, once it resumes."""
+    data = payload(3 * MiB, seed=43)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        tr.pause_reading()
+        srv.transport.write(data)
+        ssl_protocol = tr._ssl_protocol
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if ssl_protocol._get_read_buffer_size() >= 256 * KiB:
+                break
+        piled = ssl_protocol._get_read_buffer_size()
+        tr.resume_reading()
+        await pr.wait_bytes(len(data))
+        tr.close()
+        await wait_lost(server, pr, srv)
+        return piled, bytes(pr.data)
+
+    piled, got = run(loop, main(), timeout=50)
+    assert piled >= 256 * KiB
+    assert digest(got) == digest(data)
+
+
+def test_tls_protocol_is_native_on_ferroloop(loop, flavor, certs):
+    """On ferroloop both ssl= connections and start_tls() use the native TLS data path."""
+    if flavor.name != "ferroloop":
+        pytest.skip("ferroloop's own TLS protocol class")
+    from ferroloop._ferroloop import SSLProtocolCore
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs)
+        protocols = [tr._ssl_protocol, srv.transport._ssl_protocol]
+        tr.close()
+        await wait_lost(server, pr, srv)
+
+        server, tr, pr, srv = await connected_pair(loop)
+        upgrade = loop.create_task(
+            loop.start_tls(srv.transport, srv, certs.server(), server_side=True)
+        )
+        tls_tr = await loop.start_tls(tr, pr, certs.client(), server_hostname=HOSTNAME)
+        await upgrade
+        protocols.append(tls_tr._ssl_protocol)
+        tls_tr.close()
+        await wait_lost(server, pr, srv)
+        return protocols
+
+    for protocol in run(loop, main()):
+        assert isinstance(protocol, SSLProtocolCore)
+        assert isinstance(protocol, asyncio.sslproto.SSLProtocol)
