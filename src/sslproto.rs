@@ -18,8 +18,12 @@
 //!   per `SSLObject.read()`.
 //! - With an exact `ssl.SSLObject`, reads stop when neither the incoming BIO nor OpenSSL holds
 //!   anything more: asyncio reads once more there only to be told `SSLWantReadError`, whose
-//!   construction costs more than the read. Subclasses (`SSLContext.sslobject_class`) get
+//!   construction costs more than the read. (OpenSSL takes records from a memory BIO one at a
+//!   time unless read-ahead is on, which the ssl module never turns on: nothing can be left
+//!   half-way between the BIO and `pending()`.) Subclasses (`SSLContext.sslobject_class`) get
 //!   their own `read` and `write` called exactly as asyncio calls them.
+//! - The app transport's `write()` (a native method of our `_SSLProtocolTransport` subclass)
+//!   and the socket transport's reads call this class directly, not through Python methods.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyException;
@@ -294,7 +298,8 @@ impl SSLProtocolCore {
                 bind(py, &me.app_protocol),
             )
         };
-        let mut parts: Vec<Bound<'_, PyBytes>> = Vec::new();
+        // What the reads returned, passed on as asyncio does: alone, or joined.
+        let mut parts: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut eof = false;
         match &sslobj_c {
             Some(c) => {
@@ -317,7 +322,7 @@ impl SSLProtocolCore {
                     if filled == capacity {
                         // SAFETY: `base..base+filled` is initialised, exported memory.
                         let full = unsafe { std::slice::from_raw_parts(base, filled) };
-                        parts.push(PyBytes::new(py, full));
+                        parts.push(PyBytes::new(py, full).into_any());
                         filled = 0;
                     }
                     let room = (capacity - filled).min(MAX_SIZE);
@@ -343,7 +348,7 @@ impl SSLProtocolCore {
                 if filled > 0 {
                     // SAFETY: as above; copied out before the export is released.
                     let data = unsafe { std::slice::from_raw_parts(base, filled) };
-                    parts.push(PyBytes::new(py, data));
+                    parts.push(PyBytes::new(py, data).into_any());
                 }
                 drop(buffer);
             }
@@ -354,12 +359,7 @@ impl SSLProtocolCore {
                             eof = true;
                             break;
                         }
-                        parts.push(chunk.cast_into::<PyBytes>().or_else(|chunk| {
-                            PyBytes::new(py, b"")
-                                .call_method1(intern!(py, "join"), ((chunk.into_inner(),),))?
-                                .cast_into::<PyBytes>()
-                                .map_err(PyErr::from)
-                        })?);
+                        parts.push(chunk);
                     }
                     Err(err) if is_again(py, &err)? => break,
                     Err(err) => return Err(err),
