@@ -1381,3 +1381,29 @@ def test_cpython_sslproto_tests_pass_on_the_native_protocol():
         [sys.executable, "-c", _SSLPROTO_UNIT_TESTS], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_tls_protocols_are_collected_after_close(loop, certs):
+    """Closed TLS connections leave nothing behind: the TLS protocols (which reference their
+    transports, app protocols and loop, and are referenced back) are freed by the collector."""
+    import gc
+    import weakref
+
+    async def main():
+        refs = []
+        for _ in range(5):
+            server, tr, pr, srv = await tls_pair(loop, certs, lambda: EchoRecorder(loop))
+            tr.write(b"ping")
+            await pr.wait_bytes(4)
+            refs += [weakref.ref(tr._ssl_protocol), weakref.ref(srv.transport._ssl_protocol)]
+            tr.close()
+            await wait_lost(server, pr, srv)
+            del tr, pr, srv
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return refs
+
+    refs = run(loop, main())
+    gc.collect()
+    assert len(refs) == 10
+    assert [r for r in refs if r() is not None] == []
