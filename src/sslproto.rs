@@ -45,6 +45,7 @@ const MAX_SIZE: usize = 256 * 1024;
 
 static SSLPROTO: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static SSL_OBJECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static MEMORY_BIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `asyncio.sslproto.SSLProtocolState`, by member.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,6 +108,8 @@ pub struct SSLProtocolCore {
     incoming_write: Option<Py<PyAny>>,
     outgoing: Option<Py<PyAny>>,
     outgoing_read: Option<Py<PyAny>>,
+    /// `outgoing` is exactly `ssl.MemoryBIO`, whose `read()` empties it.
+    outgoing_is_bio: bool,
     sslobj: Option<Py<PyAny>>,
     /// The methods of `sslobj._sslobj` (the `_ssl` object) when `sslobj` is exactly
     /// `ssl.SSLObject`, whose `read`, `write` and `pending` only forward to them.
@@ -285,16 +288,17 @@ impl SSLProtocolCore {
         }
     }
 
-    /// asyncio's `_do_read__copied`.
-    fn read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// asyncio's `_do_read__copied`. `fed`: records were just written to the incoming BIO, so
+    /// the first read is made without asking whether there is anything to read.
+    fn read_copied(slf: &Bound<'_, Self>, fed: bool) -> PyResult<()> {
         let py = slf.py();
-        let (sslobj, sslobj_c, incoming, ssl_buffer, app_protocol) = {
+        let (sslobj, sslobj_c, incoming, ssl_buffer_view, app_protocol) = {
             let me = slf.try_borrow()?;
             (
                 bind(py, &me.sslobj),
                 me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
                 bind(py, &me.incoming),
-                bind(py, &me.ssl_buffer),
+                bind(py, &me.ssl_buffer_view),
                 bind(py, &me.app_protocol),
             )
         };
@@ -303,18 +307,21 @@ impl SSLProtocolCore {
         let mut eof = false;
         match &sslobj_c {
             Some(c) => {
-                // The export pins the buffer's memory (it cannot be resized) while reads land in it.
-                let buffer = PyBuffer::<u8>::get(&ssl_buffer)?;
+                // Decrypted data lands in the receive buffer (through `_ssl_buffer_view`); the
+                // export pins its memory (it cannot be resized) while reads land in it.
+                let buffer = PyBuffer::<u8>::get(&ssl_buffer_view)?;
                 if buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
                     return Err(pyo3::exceptions::PyTypeError::new_err(
-                        "_ssl_buffer must be a writable, contiguous, non-empty buffer",
+                        "_ssl_buffer_view must be a writable, contiguous, non-empty buffer",
                     ));
                 }
                 let base = buffer.buf_ptr() as *mut u8;
                 let capacity = buffer.len_bytes();
                 let mut filled = 0usize;
+                let mut check = !fed;
                 loop {
-                    if bio_pending(&incoming)? == 0
+                    if std::mem::replace(&mut check, true)
+                        && bio_pending(&incoming)? == 0
                         && c.pending.bind(py).call0()?.extract::<usize>()? == 0
                     {
                         break;
@@ -326,12 +333,15 @@ impl SSLProtocolCore {
                         filled = 0;
                     }
                     let room = (capacity - filled).min(MAX_SIZE);
-                    // SAFETY: `base+filled..base+filled+room` lies inside the exported buffer,
-                    // which `buffer` keeps alive and unresized; the view is dropped right after
-                    // the read, and nothing else writes there meanwhile.
-                    let view = unsafe { raw_view(py, base.add(filled), room, true)? };
-                    let result = c.read.bind(py).call1((room, &view));
-                    drop(view);
+                    let result = if filled == 0 {
+                        c.read.bind(py).call1((room, &ssl_buffer_view))
+                    } else {
+                        // SAFETY: `base+filled..base+filled+room` lies inside the exported
+                        // buffer, which `buffer` keeps alive and unresized; the view is dropped
+                        // right after the read, and nothing else writes there meanwhile.
+                        let view = unsafe { raw_view(py, base.add(filled), room, true)? };
+                        c.read.bind(py).call1((room, &view))
+                    };
                     match result {
                         Ok(count) => {
                             let count: usize = count.extract()?;
@@ -384,8 +394,17 @@ impl SSLProtocolCore {
         Ok(())
     }
 
+    /// asyncio's `_do_read`; `fed` as for `read_copied`.
+    fn do_read(slf: &Bound<'_, Self>, fed: bool) -> PyResult<()> {
+        let state = slf.try_borrow()?.state;
+        if !matches!(state, State::Wrapped | State::Flushing) {
+            return Ok(());
+        }
+        Self::or_fatal(slf, Self::read_body(slf, fed))
+    }
+
     /// The body of `_do_read`, whose exceptions asyncio turns into `_fatal_error`.
-    fn read_body(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn read_body(slf: &Bound<'_, Self>, fed: bool) -> PyResult<()> {
         let py = slf.py();
         let (paused, is_buffer) = {
             let me = slf.try_borrow()?;
@@ -395,7 +414,7 @@ impl SSLProtocolCore {
             if is_buffer {
                 Self::call_py(slf, intern!(py, "_do_read__buffered"), ())?;
             } else {
-                Self::read_copied(slf)?;
+                Self::read_copied(slf, fed)?;
             }
             if Self::backlog_len(slf)? > 0 {
                 Self::_do_write(slf)?;
@@ -542,10 +561,37 @@ impl SSLProtocolCore {
         let state = slf.try_borrow()?.state;
         match state {
             State::DoHandshake => Self::call_py(slf, intern!(py, "_do_handshake"), ()).map(drop),
-            State::Wrapped => Self::_do_read(slf),
+            State::Wrapped => Self::do_read(slf, true),
             State::Flushing => Self::call_py(slf, intern!(py, "_do_flush"), ()).map(drop),
             State::Shutdown => Self::call_py(slf, intern!(py, "_do_shutdown"), ()).map(drop),
             State::Unwrapped | State::Other => Ok(()),
+        }
+    }
+
+    /// asyncio's `_control_app_writing`; `drained`: the outgoing BIO is known to be empty.
+    fn control_app_writing(slf: &Bound<'_, Self>, drained: bool) -> PyResult<()> {
+        let size = if drained {
+            slf.try_borrow()?.write_buffer_size
+        } else {
+            Self::_get_write_buffer_size(slf)?
+        } as f64;
+        let (pause, resume) = {
+            let mut me = slf.try_borrow_mut()?;
+            let pause = size >= me.outgoing_high_water.1 && !me.app_writing_paused;
+            let resume = !pause && size <= me.outgoing_low_water.1 && me.app_writing_paused;
+            if pause {
+                me.app_writing_paused = true;
+            } else if resume {
+                me.app_writing_paused = false;
+            }
+            (pause, resume)
+        };
+        if pause {
+            Self::call_app_flow_control(slf, "pause_writing")
+        } else if resume {
+            Self::call_app_flow_control(slf, "resume_writing")
+        } else {
+            Ok(())
         }
     }
 
@@ -593,6 +639,7 @@ impl SSLProtocolCore {
             incoming_write: None,
             outgoing: None,
             outgoing_read: None,
+            outgoing_is_bio: false,
             sslobj: None,
             sslobj_c: None,
             transport: None,
@@ -650,16 +697,12 @@ impl SSLProtocolCore {
     }
 
     fn _do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let state = slf.try_borrow()?.state;
-        if !matches!(state, State::Wrapped | State::Flushing) {
-            return Ok(());
-        }
-        Self::or_fatal(slf, Self::read_body(slf))
+        Self::do_read(slf, false)
     }
 
     #[pyo3(name = "_do_read__copied")]
     fn do_read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::read_copied(slf)
+        Self::read_copied(slf, false)
     }
 
     fn _write_appdata(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -703,49 +746,41 @@ impl SSLProtocolCore {
 
     fn _process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (paused, outgoing, outgoing_read, transport) = {
+        let (paused, outgoing, outgoing_read, outgoing_is_bio, transport) = {
             let me = slf.try_borrow()?;
             (
                 me.ssl_writing_paused,
                 me.outgoing.as_ref().map(|o| o.clone_ref(py)),
                 me.outgoing_read.as_ref().map(|o| o.clone_ref(py)),
+                me.outgoing_is_bio,
                 bind(py, &me.transport),
             )
         };
+        // Whether the outgoing BIO is known to be empty now: a real MemoryBIO just read in full,
+        // whose bytes went (if any) to our own transport, which never writes back into it.
+        let mut drained = false;
         if !paused {
             let data = call_cached(py, &outgoing, &outgoing_read, intern!(py, "read"), ())?;
+            let bio = outgoing_is_bio;
             if data.len()? > 0 {
                 match transport.cast::<SocketTransportCore>() {
-                    Ok(native) => SocketTransportCore::write(native, &data)?,
+                    Ok(native) => {
+                        SocketTransportCore::write(native, &data)?;
+                        drained = bio;
+                    }
                     Err(_) => {
                         transport.call_method1(intern!(py, "write"), (data,))?;
                     }
                 }
+            } else {
+                drained = bio;
             }
         }
-        Self::_control_app_writing(slf)
+        Self::control_app_writing(slf, drained)
     }
 
     fn _control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let size = Self::_get_write_buffer_size(slf)? as f64;
-        let (pause, resume) = {
-            let mut me = slf.try_borrow_mut()?;
-            let pause = size >= me.outgoing_high_water.1 && !me.app_writing_paused;
-            let resume = !pause && size <= me.outgoing_low_water.1 && me.app_writing_paused;
-            if pause {
-                me.app_writing_paused = true;
-            } else if resume {
-                me.app_writing_paused = false;
-            }
-            (pause, resume)
-        };
-        if pause {
-            Self::call_app_flow_control(slf, "pause_writing")
-        } else if resume {
-            Self::call_app_flow_control(slf, "resume_writing")
-        } else {
-            Ok(())
-        }
+        Self::control_app_writing(slf, false)
     }
 
     fn _get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<isize> {
@@ -815,9 +850,14 @@ impl SSLProtocolCore {
     }
 
     #[setter(_outgoing)]
-    fn set_outgoing(&mut self, value: Option<&Bound<'_, PyAny>>) {
+    fn set_outgoing(&mut self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.outgoing_read = value.and_then(|v| bound_method(v, intern!(v.py(), "read")));
+        self.outgoing_is_bio = match value {
+            Some(v) => v.get_type().is(MEMORY_BIO.import(v.py(), "ssl", "MemoryBIO")?),
+            None => false,
+        };
         self.outgoing = value.map(|v| v.clone().unbind());
+        Ok(())
     }
 
     #[getter(_sslobj)]
