@@ -1,9 +1,9 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-rust test-python test-conformance lint format bench demo
+.PHONY: test test-rust test-python test-conformance test-pythons lint format bench demo
 
-test: lint test-rust test-python test-conformance
+test: lint test-rust test-python test-conformance test-pythons
 
 test-rust:
 	cargo test -p ferroloop-core
@@ -13,6 +13,10 @@ test-python:
 
 test-conformance:
 	$(PYTHON) tests/conformance/run.py
+
+# The pytest suite on Python 3.12 and 3.13 where the machine has them.
+test-pythons:
+	bash tests/other_pythons.sh
 
 lint:
 	cargo fmt --all -- --check

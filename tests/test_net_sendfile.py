@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 
 import pytest
 from net_helpers import (
@@ -514,8 +515,14 @@ def test_sendfile_bytesio_fallback(loop, offset, count):
     assert digest(got) == digest(b"<" + expected + b">")
 
 
-def test_sendfile_fallback_respects_flow_control(loop):
+def test_sendfile_fallback_respects_flow_control(loop, flavor, request):
     """A paused reader: the fallback stops reading the file near the high-water mark."""
+    if flavor.name == "asyncio" and sys.version_info >= (3, 12):
+        # CPython's own bug, not ours: from 3.12 the selector transport keeps a memoryview of
+        # what it could not send, and the fallback reuses that buffer for its next file read.
+        request.applymarker(
+            pytest.mark.xfail(reason="stock asyncio 3.12+ corrupts data in sendfile's fallback")
+        )
     data = payload(32 * MiB, seed=40)
     high = 64 * KiB
 
