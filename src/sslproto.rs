@@ -3,7 +3,7 @@
 //! The Python class `ferroloop._sslproto.SSLProtocol` derives from this one *and* from the running
 //! interpreter's `asyncio.sslproto.SSLProtocol`. The methods defined here come first in its MRO and
 //! replace asyncio's on the per-byte path: `get_buffer`/`buffer_updated` (TLS records from the
-//! socket), `_do_read`/`_do_read__copied` (plaintext to the app protocol), `_write_appdata`/
+//! socket), `_do_read`/`_do_read__copied`/`_do_read__buffered` (plaintext to the app protocol), `_write_appdata`/
 //! `_do_write`/`_process_outgoing` (plaintext from the app, records to the socket) and the flow
 //! control checks. Everything else (handshake, shutdown, timeouts, `connection_lost`, error
 //! reporting) stays asyncio's own code, so it follows the running Python version.
@@ -403,16 +403,96 @@ impl SSLProtocolCore {
         Self::or_fatal(slf, Self::read_body(slf, fed))
     }
 
+    /// asyncio's `_do_read__buffered`: decrypted data goes straight into the buffer the app
+    /// protocol (a `BufferedProtocol`) hands out. `fed` as for `read_copied`.
+    fn read_buffered(slf: &Bound<'_, Self>, fed: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (sslobj, sslobj_c, incoming) = {
+            let me = slf.try_borrow()?;
+            (
+                bind(py, &me.sslobj),
+                me.sslobj_c.as_ref().map(|o| o.clone_ref(py)),
+                bind(py, &me.incoming),
+            )
+        };
+        let size_hint = bio_pending(&incoming)?;
+        let buf = slf
+            .getattr(intern!(py, "_app_protocol_get_buffer"))?
+            .call1((size_hint,))?;
+        let wants = buf.len()? as isize;
+        let read = |n: isize, target: &Bound<'_, PyAny>| -> PyResult<isize> {
+            match &sslobj_c {
+                Some(c) => c.read.bind(py).call1((n, target))?.extract(),
+                None => sslobj
+                    .call_method1(intern!(py, "read"), (n, target))?
+                    .extract(),
+            }
+        };
+        // Whether a read can only say SSLWantReadError (see the module docs).
+        let exhausted = || -> PyResult<bool> {
+            Ok(match &sslobj_c {
+                Some(c) => {
+                    bio_pending(&incoming)? == 0
+                        && c.pending.bind(py).call0()?.extract::<usize>()? == 0
+                }
+                None => false,
+            })
+        };
+        let mut offset = 0isize;
+        let mut count = 1isize;
+        let outcome: PyResult<()> = (|| {
+            if !fed && exhausted()? {
+                return Ok(());
+            }
+            count = read(wants, &buf)?;
+            if count > 0 {
+                offset = count;
+                while offset < wants {
+                    if exhausted()? {
+                        return Ok(());
+                    }
+                    let rest =
+                        buf.get_item(pyo3::types::PySlice::new(py, offset, isize::MAX, 1))?;
+                    count = read(wants - offset, &rest)?;
+                    if count > 0 {
+                        offset += count;
+                    } else {
+                        return Ok(());
+                    }
+                }
+                // The app's buffer is full and more may be waiting: read again soon.
+                let again = slf.getattr(intern!(py, "_do_read"))?;
+                bind(py, &slf.try_borrow()?.loop_)
+                    .call_method1(intern!(py, "call_soon"), (again,))?;
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {}
+            Err(err) if is_again(py, &err)? => {}
+            Err(err) => return Err(err),
+        }
+        if offset > 0 {
+            slf.getattr(intern!(py, "_app_protocol_buffer_updated"))?
+                .call1((offset,))?;
+        }
+        if count == 0 {
+            // close_notify
+            Self::call_py(slf, intern!(py, "_call_eof_received"), ())?;
+            Self::call_py(slf, intern!(py, "_start_shutdown"), ())?;
+        }
+        Ok(())
+    }
+
     /// The body of `_do_read`, whose exceptions asyncio turns into `_fatal_error`.
     fn read_body(slf: &Bound<'_, Self>, fed: bool) -> PyResult<()> {
-        let py = slf.py();
         let (paused, is_buffer) = {
             let me = slf.try_borrow()?;
             (me.app_reading_paused, me.app_protocol_is_buffer)
         };
         if !paused {
             if is_buffer {
-                Self::call_py(slf, intern!(py, "_do_read__buffered"), ())?;
+                Self::read_buffered(slf, fed)?;
             } else {
                 Self::read_copied(slf, fed)?;
             }
@@ -700,6 +780,11 @@ impl SSLProtocolCore {
         Self::do_read(slf, false)
     }
 
+    #[pyo3(name = "_do_read__buffered")]
+    fn do_read_buffered(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::read_buffered(slf, false)
+    }
+
     #[pyo3(name = "_do_read__copied")]
     fn do_read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::read_copied(slf, false)
@@ -853,7 +938,9 @@ impl SSLProtocolCore {
     fn set_outgoing(&mut self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.outgoing_read = value.and_then(|v| bound_method(v, intern!(v.py(), "read")));
         self.outgoing_is_bio = match value {
-            Some(v) => v.get_type().is(MEMORY_BIO.import(v.py(), "ssl", "MemoryBIO")?),
+            Some(v) => v
+                .get_type()
+                .is(MEMORY_BIO.import(v.py(), "ssl", "MemoryBIO")?),
             None => false,
         };
         self.outgoing = value.map(|v| v.clone().unbind());

@@ -1407,3 +1407,41 @@ def test_tls_protocols_are_collected_after_close(loop, certs):
     gc.collect()
     assert len(refs) == 10
     assert [r for r in refs if r() is not None] == []
+
+
+def test_tls_buffered_protocol_sees_close_notify(loop, certs):
+    """A BufferedProtocol app gets the last bytes, then eof_received() and connection_lost(None),
+    when the peer closes its TLS connection."""
+
+    class Client(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(4 * KiB)
+            self.got = bytearray()
+            self.events = []
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self):
+            self.events.append("eof")
+
+        def connection_lost(self, exc):
+            self.events.append("lost")
+            self.done.set_result(exc)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs, client_factory=Client)
+        srv.transport.write(b"last words")
+        srv.transport.close()
+        exc = await pr.done
+        await close_server(server)
+        return exc, bytes(pr.got), pr.events
+
+    exc, got, events = run(loop, main())
+    assert exc is None
+    assert got == b"last words"
+    assert events == ["eof", "lost"]
