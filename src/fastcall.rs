@@ -16,7 +16,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyString, PyTuple, PyType};
+use std::ffi::CStr;
 
 use crate::event_loop::LoopCore;
 
@@ -134,17 +135,72 @@ unsafe extern "C" fn call_soon_fastcall(
 
 /// The method descriptor for `call_soon`, bound to `LoopCore` and its subclasses.
 pub(crate) fn call_soon_descriptor(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    // The definition must outlive the descriptor, i.e. the interpreter: leaked once per import.
+    method_descriptor(
+        &py.get_type::<LoopCore>(),
+        c"call_soon",
+        call_soon_fastcall,
+        c"call_soon(callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.",
+    )
+}
+
+/// A `METH_FASTCALL | METH_KEYWORDS` method descriptor named `name` for the instances of `ty`
+/// (the descriptor checks the type of `self` before calling `func`).
+pub(crate) fn method_descriptor<'py>(
+    ty: &Bound<'py, PyType>,
+    name: &'static CStr,
+    func: ffi::PyCFunctionFastWithKeywords,
+    doc: &'static CStr,
+) -> PyResult<Bound<'py, PyAny>> {
+    // The definition must outlive the descriptor, i.e. the interpreter: leaked once per
+    // descriptor, and the package makes each once.
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"call_soon".as_ptr(),
+        ml_name: name.as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: call_soon_fastcall,
+            PyCFunctionFastWithKeywords: func,
         },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.".as_ptr(),
+        ml_doc: doc.as_ptr(),
     }));
-    let ty = py.get_type::<LoopCore>();
     // SAFETY: `ty` is a live type object and `def` lives forever; PyDescr_NewMethod returns a
     // new reference or NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }
+    unsafe { Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }
+}
+
+/// The one argument `arg` of a `METH_FASTCALL | METH_KEYWORDS` call of `method`, positional or
+/// by name.
+///
+/// # Safety
+/// As for [`parse_callback_call`]: `args` holds `nargs` positional arguments followed by one
+/// value per name in `kwnames` (a tuple of str, or NULL), all live references.
+pub(crate) unsafe fn single_argument<'py>(
+    py: Python<'py>,
+    method: &str,
+    arg: &str,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, PyAny>> {
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: CPython passes a tuple of keyword names here.
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+    };
+    if nargs + nkw != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "{method}() takes exactly one argument ('{arg}'), {} given",
+            nargs + nkw
+        )));
+    }
+    if nkw == 1 {
+        // SAFETY: as above; the tuple has one item, a str.
+        let keyword = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
+        if keyword.cast::<PyString>()?.to_str()? != arg {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got an unexpected keyword argument '{keyword}'"
+            )));
+        }
+    }
+    // SAFETY: the one argument, positional or keyword, is `args[0]` (checked above).
+    Ok(unsafe { Bound::from_borrowed_ptr(py, *args) })
 }

@@ -33,12 +33,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple, PyType};
 
-use crate::fastcall::into_raw;
+use crate::fastcall::{into_raw, method_descriptor, single_argument};
 
-use crate::handles::is_fatal;
-use crate::transport::SocketTransportCore;
+use crate::transport::{call_flow_control, SocketTransportCore};
 
 /// asyncio's `SSLProtocol.max_size`: the receive buffer and the most one read asks for.
 const MAX_SIZE: usize = 256 * 1024;
@@ -257,20 +256,7 @@ impl SSLProtocolCore {
                 bind(py, &me.loop_),
             )
         };
-        match app_protocol.call_method0(method) {
-            Ok(_) => Ok(()),
-            Err(err) if is_fatal(py, &err) => Err(err),
-            Err(err) => {
-                let context = PyDict::new(py);
-                context.set_item("message", format!("protocol.{method}() failed"))?;
-                context.set_item("exception", err.value(py))?;
-                context.set_item("transport", app_transport)?;
-                context.set_item("protocol", slf)?;
-                loop_
-                    .call_method1(intern!(py, "call_exception_handler"), (context,))
-                    .map(drop)
-            }
-        }
+        call_flow_control(&loop_, &app_protocol, method, &app_transport, slf.as_any())
     }
 
     /// One `sslobj.write(data)`: the byte count.
@@ -1084,7 +1070,7 @@ impl SSLProtocolCore {
 /// without a Python frame and a one-element tuple per write.
 ///
 /// # Safety
-/// Called by CPython only, through the method descriptor made in [`app_write_descriptor`].
+/// Called by CPython only, through the method descriptor made in [`_ssl_app_write_descriptor`].
 unsafe extern "C" fn app_write_fastcall(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -1097,7 +1083,7 @@ unsafe extern "C" fn app_write_fastcall(
         // SAFETY: `slf` is the live object the descriptor was called on.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
         // SAFETY: arguments as CPython passes them to METH_FASTCALL | METH_KEYWORDS.
-        let data = unsafe { single_argument(py, "data", args, nargs, kwnames) }?;
+        let data = unsafe { single_argument(py, "write", "data", args, nargs, kwnames) }?;
         if !(data.is_instance_of::<PyBytes>()
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>())
@@ -1123,61 +1109,15 @@ unsafe extern "C" fn app_write_fastcall(
     })
 }
 
-/// The one argument `name` of a `METH_FASTCALL | METH_KEYWORDS` call, positional or by name.
-///
-/// # Safety
-/// As for [`crate::fastcall`]'s parsers: `args` holds `nargs` positional arguments followed by
-/// one value per name in `kwnames` (a tuple of str, or NULL), all live references.
-unsafe fn single_argument<'py>(
-    py: Python<'py>,
-    name: &str,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<Bound<'py, PyAny>> {
-    let nkw = if kwnames.is_null() {
-        0
-    } else {
-        // SAFETY: CPython passes a tuple of keyword names here.
-        unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
-    };
-    if nargs + nkw != 1 {
-        return Err(PyTypeError::new_err(format!(
-            "write() takes exactly one argument ('{name}'), {} given",
-            nargs + nkw
-        )));
-    }
-    if nkw == 1 {
-        // SAFETY: as above; the tuple has one item, a str.
-        let keyword = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
-        if keyword.cast::<PyString>()?.to_str()? != name {
-            return Err(PyTypeError::new_err(format!(
-                "write() got an unexpected keyword argument '{keyword}'"
-            )));
-        }
-    }
-    // SAFETY: `args` holds exactly one live reference (checked above).
-    Ok(unsafe { Bound::from_borrowed_ptr(py, *args) })
-}
-
 /// A `write` method descriptor for `cls` (asyncio's `_SSLProtocolTransport` or a subclass).
 #[pyfunction]
 pub(crate) fn _ssl_app_write_descriptor<'py>(
     cls: &Bound<'py, PyType>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // The definition must outlive the descriptor, i.e. the interpreter: leaked once per call,
-    // which the package makes once.
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"write".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: app_write_fastcall,
-        },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"write(data)\n--\n\nWrite some data bytes to the transport.\n\nThis does not block; it buffers the data and arranges for it\nto be sent out asynchronously.".as_ptr(),
-    }));
-    // SAFETY: `cls` is a live type object and `def` lives forever; PyDescr_NewMethod returns a
-    // new reference or NULL with an exception set.
-    unsafe {
-        Bound::from_owned_ptr_or_err(cls.py(), ffi::PyDescr_NewMethod(cls.as_type_ptr(), def))
-    }
+    method_descriptor(
+        cls,
+        c"write",
+        app_write_fastcall,
+        c"write(data)\n--\n\nWrite some data bytes to the transport.\n\nThis does not block; it buffers the data and arranges for it\nto be sent out asynchronously.",
+    )
 }

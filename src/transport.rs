@@ -97,6 +97,33 @@ fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         .getattr(intern!(py, "logger"))
 }
 
+/// `protocol.<method>()` for `pause_writing`/`resume_writing`: a failure other than
+/// KeyboardInterrupt or SystemExit goes to the loop's exception handler as asyncio reports it,
+/// naming `transport` and `reported_protocol`.
+pub(crate) fn call_flow_control(
+    loop_: &Bound<'_, PyAny>,
+    protocol: &Bound<'_, PyAny>,
+    method: &str,
+    transport: &Bound<'_, PyAny>,
+    reported_protocol: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    match protocol.call_method0(method) {
+        Ok(_) => Ok(()),
+        Err(err) if is_fatal(py, &err) => Err(err),
+        Err(err) => {
+            let context = PyDict::new(py);
+            context.set_item("message", format!("protocol.{method}() failed"))?;
+            context.set_item("exception", err.value(py))?;
+            context.set_item("transport", transport)?;
+            context.set_item("protocol", reported_protocol)?;
+            loop_
+                .call_method1(intern!(py, "call_exception_handler"), (context,))
+                .map(drop)
+        }
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct SocketTransportCore {
     loop_: Option<Py<LoopCore>>,
@@ -304,19 +331,7 @@ impl SocketTransportCore {
             let me = slf.try_borrow()?;
             (me.loop_bound(py)?, me.protocol_bound(py)?)
         };
-        match protocol.call_method0(method) {
-            Ok(_) => Ok(()),
-            Err(err) if is_fatal(py, &err) => Err(err),
-            Err(err) => {
-                let context = PyDict::new(py);
-                context.set_item("message", format!("protocol.{method}() failed"))?;
-                context.set_item("exception", err.value(py))?;
-                context.set_item("transport", slf)?;
-                context.set_item("protocol", protocol)?;
-                loop_.call_method1("call_exception_handler", (context,))?;
-                Ok(())
-            }
-        }
+        call_flow_control(loop_.as_any(), &protocol, method, slf.as_any(), &protocol)
     }
 
     /// asyncio's `_maybe_pause_protocol`.
