@@ -1445,3 +1445,82 @@ def test_tls_buffered_protocol_sees_close_notify(loop, certs):
     assert exc is None
     assert got == b"last words"
     assert events == ["eof", "lost"]
+
+
+def test_tls_random_traffic_both_ways_with_flow_control(loop, certs):
+    """Seeded random traffic in both directions at once: pieces of 1 B to 100 KiB through
+    write() and writelines(), small write-buffer limits (pause_writing/resume_writing), and the
+    receiving side pausing and resuming its reading. Every byte arrives, in order."""
+    import random
+
+    rng = random.Random(20261127)
+
+    def pieces(total_seed):
+        r = random.Random(total_seed)
+        out = []
+        for _ in range(80):
+            size = r.choice([1, 7, 100, 1500, 16 * KiB - 1, 16 * KiB + 1, 64 * KiB, 100 * KiB])
+            out.append(payload(size, seed=r.randrange(1 << 30)))
+        return out
+
+    class Side(Recorder):
+        def __init__(self, loop):
+            super().__init__(loop)
+            self.can_write = asyncio.Event()
+            self.can_write.set()
+            self.pauses = 0
+
+        def pause_writing(self):
+            self.pauses += 1
+            self.can_write.clear()
+
+        def resume_writing(self):
+            self.can_write.set()
+
+    async def send(tr, side, chunks):
+        tr.set_write_buffer_limits(high=32 * KiB)
+        i = 0
+        while i < len(chunks):
+            await side.can_write.wait()
+            if rng.random() < 0.3 and i + 3 <= len(chunks):
+                tr.writelines(chunks[i : i + 3])
+                i += 3
+            else:
+                tr.write(chunks[i])
+                i += 1
+            if rng.random() < 0.2:
+                await asyncio.sleep(0)
+
+    async def flap(tr, stop):
+        # Paused long enough at first for the writers to fill every buffer on the way.
+        tr.pause_reading()
+        await asyncio.sleep(0.1)
+        tr.resume_reading()
+        while not stop.is_set():
+            tr.pause_reading()
+            await asyncio.sleep(0.002)
+            tr.resume_reading()
+            await asyncio.sleep(0.003)
+
+    async def main():
+        server, tr, pr, srv = await tls_pair(loop, certs, lambda: Side(loop), lambda: Side(loop))
+        for t in (tr, srv.transport):
+            # Small kernel buffers, so that a paused reader backs the writer up quickly.
+            sock = t.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KiB)
+        up, down = pieces(1), pieces(2)
+        stop = asyncio.Event()
+        flappers = [loop.create_task(flap(t, stop)) for t in (tr, srv.transport)]
+        await asyncio.gather(send(tr, pr, up), send(srv.transport, srv, down))
+        await asyncio.gather(srv.wait_bytes(sum(map(len, up))), pr.wait_bytes(sum(map(len, down))))
+        stop.set()
+        await asyncio.gather(*flappers)
+        tr.close()
+        await wait_lost(server, pr, srv)
+        return up, down, bytes(srv.data), bytes(pr.data), pr.pauses + srv.pauses
+
+    up, down, got_up, got_down, pauses = run(loop, main(), timeout=55)
+    assert digest(got_up) == digest(b"".join(up))
+    assert digest(got_down) == digest(b"".join(down))
+    assert pauses > 0
