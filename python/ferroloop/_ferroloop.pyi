@@ -87,3 +87,46 @@ class DatagramReader:
         addr: Any,
         connected: bool,
     ) -> bool: ...
+
+class SSLProtocolCore:
+    """The native data path of asyncio's TLS protocol (see src/sslproto.rs): the base that
+    ferroloop._sslproto.SSLProtocol puts before asyncio.sslproto.SSLProtocol in its MRO."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def get_buffer(self, n: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
+    def _do_read(self) -> None: ...
+    def _do_read__copied(self) -> None: ...
+    def _do_read__buffered(self) -> None: ...
+    def _write_appdata(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None: ...
+    def _do_write(self) -> None: ...
+    def _process_outgoing(self) -> None: ...
+    def _control_app_writing(self) -> None: ...
+    def _control_ssl_reading(self) -> None: ...
+    def _get_write_buffer_size(self) -> int: ...
+    def _get_read_buffer_size(self) -> int: ...
+    _state: Any
+    _sslobj: Any
+    _incoming: Any
+    _outgoing: Any
+    _transport: Any
+    _app_protocol: Any
+    _app_protocol_is_buffer: bool
+    _app_transport: Any
+    _loop: Any
+    _ssl_buffer: bytearray
+    _ssl_buffer_view: memoryview
+    _write_backlog: Any
+    _write_buffer_size: int
+    _conn_lost: int
+    _app_reading_paused: bool
+    _app_writing_paused: bool
+    _ssl_reading_paused: bool
+    _ssl_writing_paused: bool
+    _incoming_high_water: int
+    _incoming_low_water: int
+    _outgoing_high_water: int
+    _outgoing_low_water: int
+
+def _ssl_app_write_descriptor(cls: type) -> Any:
+    """A native ``write`` method for asyncio's ``_SSLProtocolTransport`` (or a subclass)."""
