@@ -5,8 +5,10 @@
 - The data path is native: every connected stream socket gets a ``SocketTransport`` whose reads,
   writes, buffering and flow control run in Rust (src/transport.rs), dispatched straight from
   the reactor.
+- TLS is asyncio's ``sslproto.SSLProtocol`` whose per-record methods are native (``_sslproto``,
+  src/sslproto.rs), on top of that transport.
 - The cold orchestration (argument checks, resolving, happy eyeballs, binding, the accept loop,
-  the ``sock_*`` coroutines, sendfile, TLS through ``sslproto``) is the running interpreter's
+  the ``sock_*`` coroutines, sendfile, the TLS handshake and shutdown) is the running interpreter's
   own asyncio code, taken method by method from ``base_events``, ``selector_events`` and
   ``unix_events``. It runs once per connection, not per byte, and taking it as is keeps every
   argument check, error message and corner case exactly asyncio's, for whichever Python
