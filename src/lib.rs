@@ -9,6 +9,7 @@ mod event_loop;
 mod fastcall;
 mod handles;
 mod ready;
+mod sock;
 mod sslproto;
 mod transport;
 
@@ -23,6 +24,8 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<datagram::DatagramReader>()?;
     m.add_class::<sslproto::SSLProtocolCore>()?;
     m.add_function(wrap_pyfunction!(sslproto::_ssl_app_write_descriptor, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::_sock_recv_nowait, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::_sock_recv_into_nowait, m)?)?;
     m.add(
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,

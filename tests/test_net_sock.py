@@ -277,3 +277,107 @@ def test_a_paused_transports_fd_is_still_refused(loop):
         return removed
 
     assert run(loop, main()) is True
+
+
+# -- the first, optimistic recv (native on ferroloop for plain non-blocking sockets) ----------
+
+
+def test_sock_recv_of_data_already_there_and_its_errors(loop):
+    """Data already queued comes back at once, in pieces of at most n bytes; the socket module's
+    own errors come through: a negative or non-integer size, a closed socket, a reset."""
+
+    async def main():
+        a, b = nonblocking_pair()
+        with a, b:
+            b.send(b"0123456789")
+            first = await loop.sock_recv(a, 4)
+            rest = await loop.sock_recv(a, 1000)
+            zero = await loop.sock_recv(a, 0)
+            errors = []
+            for bad in (-1, "4", 2.5):
+                with pytest.raises((ValueError, TypeError)) as ei:
+                    await loop.sock_recv(a, bad)
+                errors.append((type(ei.value), str(ei.value)))
+            big = payload(300 * 1024, seed=51)  # more than the native path's buffer
+            b.sendall(big[:100_000])
+            got_big = await loop.sock_recv(a, len(big))
+        with pytest.raises(OSError) as closed:
+            await loop.sock_recv(a, 10)
+        c, d = nonblocking_pair()
+        with c:
+            d.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            c.send(b"unread")  # unread data at close makes the close a reset
+            d.close()
+            await asyncio.sleep(0.01)
+            try:
+                reset = await loop.sock_recv(c, 10)
+            except OSError as exc:
+                reset = type(exc)
+        return first, rest, zero, errors, got_big == big[:100_000], closed.value.errno, reset
+
+    first, rest, zero, errors, big_ok, closed_errno, reset = run(loop, main())
+    assert (first, rest, zero) == (b"0123", b"456789", b"")
+    assert errors == [
+        (ValueError, "negative buffersize in recv"),
+        (TypeError, "'str' object cannot be interpreted as an integer"),
+        (TypeError, "'float' object cannot be interpreted as an integer"),
+    ]
+    assert big_ok
+    assert closed_errno == 9  # EBADF: the socket was closed
+    assert reset in (b"", ConnectionResetError)
+
+
+def test_sock_recv_into_of_data_already_there_and_its_errors(loop):
+    async def main():
+        a, b = nonblocking_pair()
+        with a, b:
+            b.send(b"abcdef")
+            buf = bytearray(4)
+            n1 = await loop.sock_recv_into(a, buf)
+            first = bytes(buf)
+            wide = memoryview(bytearray(8)).cast("i")  # two 4-byte items
+            n2 = await loop.sock_recv_into(a, wide)
+            second = wide.tobytes()[:n2]
+            empty = await loop.sock_recv_into(a, bytearray())  # nothing to wait for
+            with pytest.raises(TypeError) as ro:
+                await loop.sock_recv_into(a, b"read-only")
+            return n1, first, n2, second, empty, str(ro.value)
+
+    n1, first, n2, second, empty, readonly = run(loop, main())
+    assert (n1, first, n2, second, empty) == (4, b"abcd", 2, b"ef", 0)
+    assert readonly == "recv_into() argument 1 must be read-write bytes-like object, not bytes"
+
+
+def test_sock_recv_calls_a_socket_subclass_own_methods(loop):
+    """A socket subclass's recv/recv_into are what the loop calls, as asyncio does."""
+
+    class Counting(socket.socket):
+        calls = 0
+
+        def recv(self, n, *args):
+            Counting.calls += 1
+            return super().recv(n, *args)
+
+        def recv_into(self, buf, *args):
+            Counting.calls += 1
+            return super().recv_into(buf, *args)
+
+    async def main():
+        a, b = nonblocking_pair()
+        with a, b:
+            sub = Counting(fileno=a.detach())
+            with sub:
+                sub.setblocking(False)
+                b.send(b"xy")
+                got = await loop.sock_recv(sub, 1)
+                n = await loop.sock_recv_into(sub, bytearray(5))
+                pending = asyncio.ensure_future(loop.sock_recv(sub, 10))
+                await asyncio.sleep(0.01)
+                b.send(b"late")
+                late = await asyncio.wait_for(pending, 5)
+            return got, n, late, Counting.calls
+
+    got, n, late, calls = run(loop, main())
+    assert (got, n, late) == (b"x", 1, b"late")
+    # Two immediate reads, the first try of the third (nothing yet) and its read once ready.
+    assert calls == 4

@@ -130,3 +130,9 @@ class SSLProtocolCore:
 
 def _ssl_app_write_descriptor(cls: type) -> Any:
     """A native ``write`` method for asyncio's ``_SSLProtocolTransport`` (or a subclass)."""
+
+def _sock_recv_nowait(sock: socket.socket, n: int) -> bytes | None:
+    """``sock.recv(n)``, or None when nothing has arrived yet (instead of BlockingIOError)."""
+
+def _sock_recv_into_nowait(sock: socket.socket, buf: Any) -> int | None:
+    """``sock.recv_into(buf)``, or None when nothing has arrived yet."""

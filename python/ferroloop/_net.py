@@ -25,7 +25,7 @@ import socket
 from asyncio import base_events, constants, log, selector_events, tasks, unix_events
 from functools import partial
 
-from ._ferroloop import LoopCore
+from ._ferroloop import LoopCore, _sock_recv_into_nowait, _sock_recv_nowait
 
 try:
     import ssl
@@ -285,7 +285,8 @@ class NetworkMixin:
 
     # -- the sock_* methods on the per-request path ---------------------------------------------
     # asyncio's code with the per-call overhead taken out (each runs once per read or write of
-    # a sock_* server): same checks, same errors, same cancellation behaviour.
+    # a sock_* server): same checks, same errors, same cancellation behaviour. The first recv
+    # says "nothing yet" with None rather than a BlockingIOError (src/sock.rs).
 
     def _ensure_fd_no_transport(self, fd):
         fileno = fd
@@ -306,10 +307,9 @@ class NetworkMixin:
             raise TypeError("Socket cannot be of type SSLSocket")
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
-        try:
-            return sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            pass
+        data = _sock_recv_nowait(sock, n)
+        if data is not None:
+            return data
         fut = self.create_future()
         fd = sock.fileno()
         self._ensure_fd_no_transport(fd)
@@ -322,10 +322,9 @@ class NetworkMixin:
             raise TypeError("Socket cannot be of type SSLSocket")
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
+        count = _sock_recv_into_nowait(sock, buf)
+        if count is not None:
+            return count
         fut = self.create_future()
         fd = sock.fileno()
         self._ensure_fd_no_transport(fd)
