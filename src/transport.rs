@@ -422,25 +422,27 @@ impl SocketTransportCore {
         protocol: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        if let Ok(tls) = protocol.cast::<SSLProtocolCore>() {
-            return Self::read_tls(slf, fd, tls);
+        // ferroloop's TLS protocol is called directly, not through its Python methods, and the
+        // received records go into its incoming BIO straight from the buffer they landed in.
+        let tls = protocol.cast::<SSLProtocolCore>().ok();
+        let buffer = match tls {
+            Some(tls) => SSLProtocolCore::receive_buffer(tls),
+            None => protocol.call_method1(intern!(py, "get_buffer"), (-1,)),
         }
-        let buffer = protocol
-            .call_method1(intern!(py, "get_buffer"), (-1,))
-            .and_then(|buf| {
-                let view = PyBuffer::<u8>::get(&buf)?;
-                if view.len_bytes() == 0 {
-                    return Err(PyRuntimeError::new_err(
-                        "get_buffer() returned an empty buffer",
-                    ));
-                }
-                if view.readonly() || !view.is_c_contiguous() {
-                    return Err(PyTypeError::new_err(
-                        "get_buffer() must return a writable, contiguous buffer",
-                    ));
-                }
-                Ok(view)
-            });
+        .and_then(|buf| {
+            let view = PyBuffer::<u8>::get(&buf)?;
+            if view.len_bytes() == 0 {
+                return Err(PyRuntimeError::new_err(
+                    "get_buffer() returned an empty buffer",
+                ));
+            }
+            if view.readonly() || !view.is_c_contiguous() {
+                return Err(PyTypeError::new_err(
+                    "get_buffer() must return a writable, contiguous buffer",
+                ));
+            }
+            Ok(view)
+        });
         let view = match buffer {
             Ok(view) => view,
             Err(err) => {
@@ -453,65 +455,11 @@ impl SocketTransportCore {
         };
         // The view holds the buffer exported (and so its memory pinned) until it is dropped.
         let received = recv(fd, view.buf_ptr() as *mut u8, view.len_bytes());
-        drop(view);
         let nbytes = match received {
             Ok(n) => n,
             Err(err) if would_block(&err) => return Ok(()),
             Err(err) => {
-                return Self::fatal_error(
-                    slf,
-                    os_error(err),
-                    "Fatal read error on socket transport",
-                )
-            }
-        };
-        if nbytes == 0 {
-            return Self::on_eof(slf, protocol);
-        }
-        match protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
-            Ok(_) => Ok(()),
-            Err(err) => Self::fatal_error(
-                slf,
-                err,
-                "Fatal error: protocol.buffer_updated() call failed.",
-            ),
-        }
-    }
-
-    /// `read_buffered` for ferroloop's TLS protocol: its `get_buffer`/`buffer_updated` without
-    /// the two Python calls, the received records going into its incoming BIO straight from
-    /// the buffer they landed in.
-    fn read_tls(
-        slf: &Bound<'_, Self>,
-        fd: RawFd,
-        tls: &Bound<'_, SSLProtocolCore>,
-    ) -> PyResult<()> {
-        let buffer =
-            match SSLProtocolCore::receive_buffer(tls).and_then(|buf| PyBuffer::<u8>::get(&buf)) {
-                Ok(buffer) => buffer,
-                Err(err) => {
-                    return Self::fatal_error(
-                        slf,
-                        err,
-                        "Fatal error: protocol.get_buffer() call failed.",
-                    )
-                }
-            };
-        let received = recv(fd, buffer.buf_ptr() as *mut u8, buffer.len_bytes());
-        let fed = match received {
-            Ok(0) => {
-                drop(buffer);
-                return Self::on_eof(slf, tls.as_any());
-            }
-            Ok(n) => {
-                // SAFETY: the kernel wrote `n` bytes at the start of the exported buffer, which
-                // `buffer` keeps alive and unresized until feed() (no Python code) returns.
-                let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, n) };
-                SSLProtocolCore::feed(tls, data)
-            }
-            Err(err) if would_block(&err) => return Ok(()),
-            Err(err) => {
-                drop(buffer);
+                drop(view);
                 return Self::fatal_error(
                     slf,
                     os_error(err),
@@ -519,8 +467,28 @@ impl SocketTransportCore {
                 );
             }
         };
-        drop(buffer);
-        match fed.and_then(|()| SSLProtocolCore::process_incoming(tls)) {
+        if nbytes == 0 {
+            drop(view);
+            return Self::on_eof(slf, protocol);
+        }
+        let updated = match tls {
+            Some(tls) => {
+                // SAFETY: the kernel wrote `nbytes` bytes at the start of the exported buffer,
+                // which `view` keeps alive and unresized until feed() (no Python code) returns.
+                let data =
+                    unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, nbytes) };
+                let fed = SSLProtocolCore::feed(tls, data);
+                drop(view);
+                fed.and_then(|()| SSLProtocolCore::process_incoming(tls))
+            }
+            None => {
+                drop(view);
+                protocol
+                    .call_method1(intern!(py, "buffer_updated"), (nbytes,))
+                    .map(drop)
+            }
+        };
+        match updated {
             Ok(()) => Ok(()),
             Err(err) => Self::fatal_error(
                 slf,
