@@ -126,6 +126,22 @@ def loop(flavor):
 
 
 @pytest.fixture
+def ferro():
+    """A ferroloop loop, set as the current event loop, for tests of ferroloop's own machinery
+    (not parametrized over the flavours)."""
+    import ferroloop
+
+    lp = ferroloop.new_event_loop()
+    asyncio.set_event_loop(lp)
+    try:
+        yield lp
+    finally:
+        asyncio.set_event_loop(None)
+        if not lp.is_closed():
+            lp.close()
+
+
+@pytest.fixture
 def new_loop(flavor):
     """Factory for extra loops of the flavour under test (closed at teardown)."""
     made = []

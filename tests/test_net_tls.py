@@ -1328,12 +1328,11 @@ def test_tls_reading_resumes_over_a_large_backlog(loop, certs):
     assert digest(got) == digest(data)
 
 
-def test_tls_protocol_is_native_on_ferroloop(certs):
+def test_tls_protocol_is_native_on_ferroloop(ferro, certs):
     """On ferroloop both ssl= connections and start_tls() use the native TLS data path."""
-    import ferroloop
     from ferroloop._ferroloop import SSLProtocolCore
 
-    loop = ferroloop.new_event_loop()
+    loop = ferro
 
     async def main():
         server, tr, pr, srv = await tls_pair(loop, certs)
@@ -1352,10 +1351,7 @@ def test_tls_protocol_is_native_on_ferroloop(certs):
         await wait_lost(server, pr, srv)
         return protocols
 
-    try:
-        protocols = run(loop, main())
-    finally:
-        loop.close()
+    protocols = run(loop, main())
     assert len(protocols) == 3
     for protocol in protocols:
         assert isinstance(protocol, SSLProtocolCore)

@@ -51,20 +51,6 @@ def fresh_policy():
         asyncio.set_event_loop_policy(saved)
 
 
-@pytest.fixture
-def ferro():
-    """A ferroloop loop (for the tests about ferroloop's own child-exit machinery)."""
-    import ferroloop
-
-    lp = ferroloop.new_event_loop()
-    asyncio.set_event_loop(lp)
-    try:
-        yield lp
-    finally:
-        asyncio.set_event_loop(None)
-        lp.close()
-
-
 # -- helpers ---------------------------------------------------------------------------------
 
 
