@@ -956,26 +956,6 @@ impl SSLProtocolCore {
         Ok(())
     }
 
-    #[getter(_write_buffer_size)]
-    fn get_write_buffer_size_attr(&self) -> isize {
-        self.write_buffer_size
-    }
-
-    #[setter(_write_buffer_size)]
-    fn set_write_buffer_size_attr(&mut self, value: isize) {
-        self.write_buffer_size = value;
-    }
-
-    #[getter(_conn_lost)]
-    fn get_conn_lost(&self) -> isize {
-        self.conn_lost
-    }
-
-    #[setter(_conn_lost)]
-    fn set_conn_lost(&mut self, value: isize) {
-        self.conn_lost = value;
-    }
-
     #[getter(_incoming_high_water)]
     fn get_incoming_high_water(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.incoming_high_water.0.as_ref().map(|o| o.clone_ref(py))
