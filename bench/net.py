@@ -100,14 +100,15 @@ def child_setup(cpu: int | None, nice: int) -> Setup:
     return setup
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process, from /proc (None if unavailable)."""
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(utime, stime) of a live process in seconds, from /proc (None if unavailable)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Server:
@@ -303,7 +304,10 @@ def run_one(bench: str, loop: str, o: Opts) -> dict:
         # CPU use over the whole load run (warm-up included), in % of one core. The server at
         # ~100% is the bottleneck, as intended; the client near 100% means the load generator
         # is (on loopback much of it is kernel time: a send runs the receiver's TCP input too).
-        cpu = (cpu1 - cpu0) / elapsed * 100 if cpu0 is not None and cpu1 is not None else None
+        cpu = kernel = None
+        if cpu0 is not None and cpu1 is not None:
+            cpu = (sum(cpu1) - sum(cpu0)) / elapsed * 100
+            kernel = (cpu1[1] - cpu0[1]) / elapsed * 100
         client_cpu = (
             (children1.ru_utime - children0.ru_utime + children1.ru_stime - children0.ru_stime)
             / elapsed
@@ -315,6 +319,10 @@ def run_one(bench: str, loop: str, o: Opts) -> dict:
             "p99_us": out["p99_us"],
             "requests": out["requests"],
             "server_cpu_pct": cpu,
+            # The kernel's share of it: on loopback every loop makes the same syscalls per request
+            # (one recv, one send, a tenth of an epoll_wait), and a send also runs the peer's TCP
+            # input, so this part is the same whichever loop serves.
+            "server_kernel_pct": kernel,
             "client_cpu_pct": client_cpu,
         }
 
@@ -539,21 +547,24 @@ def main(argv: list[str] | None = None) -> int:
             return s
         return fmt_us(med(b, lp, "p99_us"))  # type: ignore[arg-type]
 
-    def cpu_per_req(b: str, lp: str) -> float | None:
-        # Server CPU time per request: what the loop costs, whichever side is the bottleneck.
+    def cpu_per_req(b: str, lp: str, key: str = "server_cpu_pct") -> float | None:
+        # Server CPU time per request (key="server_kernel_pct": its kernel part): what the loop
+        # costs, whichever side is the bottleneck.
         runs = results[b].get(lp)
-        if not runs or lp in errors[b] or any(r["server_cpu_pct"] is None for r in runs):
+        if not runs or lp in errors[b] or any(r.get(key) is None for r in runs):
             return None
-        return statistics.median(r["server_cpu_pct"] / 100 * 1e6 / r["rps"] for r in runs)
+        return statistics.median(r[key] / 100 * 1e6 / r["rps"] for r in runs)
 
     def cpu_cell(b: str, lp: str) -> str:
         if s := status(b, lp):
             return s
-        v = cpu_per_req(b, lp)
-        return "n/a" if v is None else f"{v:.2f} µs"
+        total, kernel = cpu_per_req(b, lp), cpu_per_req(b, lp, "server_kernel_pct")
+        if total is None or kernel is None:
+            return "n/a"
+        return f"{total:.2f} µs ({total - kernel:.2f} + {kernel:.2f})"
 
-    def cpu_ratio(b: str, base: str) -> str:
-        fl, other = cpu_per_req(b, "ferroloop"), cpu_per_req(b, base)
+    def cpu_ratio(b: str, base: str, key: str = "server_cpu_pct") -> str:
+        fl, other = cpu_per_req(b, "ferroloop", key), cpu_per_req(b, base)
         if fl is None or other is None:
             return "n/a"
         return f"{other / fl:.2f}x"
@@ -568,7 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     header += [f"{lp} req/s" for lp in LOOPS]
     header += [f"{lp} p99" for lp in LOOPS]
     header += [f"{lp} CPU/req" for lp in LOOPS]
-    header += ["ferroloop vs uvloop", "ferroloop vs asyncio", "CPU/req vs uvloop"]
+    header += [
+        "ferroloop vs uvloop",
+        "ferroloop vs asyncio",
+        "CPU/req vs uvloop",
+        "ceiling vs uvloop",
+    ]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -579,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         row += [p99_cell(b, lp) for lp in LOOPS]
         row += [cpu_cell(b, lp) for lp in LOOPS]
         row += [ratio(b, "uvloop"), ratio(b, "asyncio"), cpu_ratio(b, "uvloop")]
+        row.append(cpu_ratio(b, "uvloop", "server_kernel_pct"))
         lines.append("| " + " | ".join(row) + " |")
 
     transport = "Unix sockets" if args.unix else "TCP loopback"
@@ -602,8 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         "req/s: median over the rounds, ± half the min-max range. p99: median over the rounds"
         " of each run's 99th percentile request latency. Ratios are throughput ratios"
         " (ferroloop's req/s / the other loop's): >1 means ferroloop is faster. CPU/req: the"
-        " server process's CPU time (user + kernel, warm-up included) per request; its ratio is"
-        " uvloop's / ferroloop's, >1 means ferroloop does the same work with less CPU."
+        " server process's CPU time (warm-up included) per request, total (user + kernel); its"
+        " ratio is uvloop's / ferroloop's, >1 means ferroloop does the same work with less CPU."
+        " Ceiling: uvloop's CPU/req / ferroloop's kernel CPU/req, the CPU/req ratio ferroloop"
+        " would reach if everything it does in user space cost nothing."
     )
     if any(starved_runs.values()):
         counts = ", ".join(f"{lp} {n}" for lp, n in starved_runs.items())
