@@ -11,7 +11,8 @@
 //! - EOF: `eof_received()` returning true keeps the transport open for writing (half-close);
 //!   `write_eof()` shuts the write side down once the buffer is flushed.
 //! - One read per readiness event (the reactor is level-triggered), 256 KiB at most, as asyncio's
-//!   `max_size`; `BufferedProtocol` reads straight into the protocol's buffer.
+//!   `max_size` (124 KiB once reads are large, see `BULK_READ`); `BufferedProtocol` reads
+//!   straight into the protocol's buffer.
 //!
 //! The loop dispatches the transport's readiness straight to `_read_ready`/`_write_ready`
 //! (`crate::ready`), inside a context copied when the transport was made, as the handle asyncio
@@ -40,6 +41,15 @@ use crate::sslproto::SSLProtocolCore;
 
 /// asyncio's `max_size` of its socket and datagram transports alike.
 pub(crate) const MAX_READ: usize = 256 * 1024;
+/// A read this large marks the connection as carrying bulk data: its next reads land straight in
+/// the `bytes` they are delivered in, since copying them out of the shared buffer would cost more
+/// than allocating the whole read size and shrinking the object to what arrived.
+const BULK_READ_THRESHOLD: usize = 64 * 1024;
+/// The read size in bulk mode. It keeps the `bytes` allocation below glibc's default mmap
+/// threshold (128 KiB): above it, every read would map fresh pages, fault them in, remap them on
+/// the shrink and unmap them (which is what the stock loop's 256 KiB `recv` does in a process
+/// whose threshold never rose).
+const BULK_READ: usize = 124 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 /// asyncio's default high-water mark for transports.
@@ -90,6 +100,48 @@ fn recv(fd: RawFd, buf: *mut u8, len: usize) -> std::io::Result<usize> {
     }
 }
 
+extern "C" {
+    /// CPython's own way to shrink a `bytes` it just allocated (socket.recv uses it); pyo3-ffi
+    /// does not export it.
+    fn _PyBytes_Resize(bytes: *mut *mut pyo3::ffi::PyObject, size: pyo3::ffi::Py_ssize_t) -> i32;
+}
+
+/// Receives up to `len` bytes straight into a new `bytes` of that size, shrunk in place to what
+/// arrived, as CPython's `socket.recv` does. The outer error is Python's (allocation), the inner
+/// one the socket's.
+fn recv_bytes(
+    py: Python<'_>,
+    fd: RawFd,
+    len: usize,
+) -> PyResult<std::io::Result<Bound<'_, PyBytes>>> {
+    use pyo3::ffi;
+    // SAFETY: a NULL source asks for an uninitialised object of `len` bytes, owned by us.
+    let mut obj =
+        unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is a new bytes object nobody else has seen; its buffer holds `len` bytes.
+    let received = recv(fd, unsafe { ffi::PyBytes_AsString(obj) } as *mut u8, len);
+    let n = match received {
+        Ok(n) => n,
+        Err(err) => {
+            // SAFETY: drops the only reference, taken above.
+            unsafe { ffi::Py_DECREF(obj) };
+            return Ok(Err(err));
+        }
+    };
+    // SAFETY: `obj` has a single reference and was never exposed, as _PyBytes_Resize requires;
+    // on failure it releases the object and sets `obj` to NULL.
+    if unsafe { _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is an owned reference to a bytes object.
+    Ok(Ok(unsafe {
+        Bound::from_owned_ptr(py, obj).cast_into_unchecked()
+    }))
+}
+
 /// asyncio's `base_events.logger` (looked up at each use, so patching it works as in asyncio).
 fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     LOGGER_MODULE
@@ -132,6 +184,8 @@ pub struct SocketTransportCore {
     protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`: reads go into its `get_buffer()`.
     buffered: bool,
+    /// The last read was at least `BULK_READ_THRESHOLD` bytes (see `recv_bytes`).
+    bulk: bool,
     protocol_connected: bool,
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
@@ -386,14 +440,34 @@ impl SocketTransportCore {
         }
     }
 
-    fn read_data(slf: &Bound<'_, Self>, fd: RawFd, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn read_data(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+        bulk: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let received = RECV_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            recv(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
-        });
+        let received = if bulk {
+            match recv_bytes(py, fd, BULK_READ) {
+                Ok(received) => received,
+                Err(err) => {
+                    return Self::fatal_error(slf, err, "Fatal read error on socket transport")
+                }
+            }
+        } else {
+            RECV_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                recv(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
+            })
+        };
         let data = match received {
-            Ok(data) => data,
+            Ok(data) => {
+                let now_bulk = data.as_bytes().len() >= BULK_READ_THRESHOLD;
+                if now_bulk != bulk {
+                    slf.try_borrow_mut()?.bulk = now_bulk;
+                }
+                data
+            }
             Err(err) if would_block(&err) => return Ok(()),
             Err(err) => {
                 return Self::fatal_error(
@@ -590,6 +664,7 @@ impl SocketTransportCore {
             fd,
             protocol: Some(protocol.clone().unbind()),
             buffered,
+            bulk: false,
             protocol_connected: true,
             extra: extra.unbind(),
             server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
@@ -625,17 +700,17 @@ impl SocketTransportCore {
 
     pub(crate) fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (fd, protocol, buffered) = {
+        let (fd, protocol, buffered, bulk) = {
             let me = slf.try_borrow()?;
             if me.conn_lost > 0 || me.closing || me.paused {
                 return Ok(());
             }
-            (me.fd, me.protocol_bound(py)?, me.buffered)
+            (me.fd, me.protocol_bound(py)?, me.buffered, me.bulk)
         };
         if buffered {
             Self::read_buffered(slf, fd, &protocol)
         } else {
-            Self::read_data(slf, fd, &protocol)
+            Self::read_data(slf, fd, &protocol, bulk)
         }
     }
 

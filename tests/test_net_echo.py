@@ -6,6 +6,7 @@ Protocol, BufferedProtocol (large and tiny buffers) and asyncio streams, payload
 
 import asyncio
 import socket
+import struct
 
 import pytest
 from net_helpers import (
@@ -339,3 +340,88 @@ def test_echo_large_single_write_with_raw_socket_peer(loop):
     assert digest(pr.data) == digest(data)
     assert pr.lost == [None]
     assert pr.events[-2:] == ["eof", "lost"]
+
+
+class ChunkRecorder(Recorder):
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.sizes: list[int] = []
+
+    def data_received(self, data):
+        self.sizes.append(len(data))
+        super().data_received(data)
+
+
+def _connected_pair(loop):
+    """(peer, ours): a non-blocking TCP socket and the accepted one our transport will own."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    with lsock:
+        peer = socket.create_connection(lsock.getsockname())
+        ours, _ = lsock.accept()
+    peer.setblocking(False)
+    return peer, ours
+
+
+def test_reads_alternate_between_bulk_and_small_messages(loop):
+    """Large bursts, then one small message at a time, then a large burst ending in EOF: every
+    byte arrives in order and each small message is delivered on its own. (ferroloop reads
+    differently once reads are large; this covers the switch both ways and EOF after it.)"""
+    big1, big2 = payload(MiB, seed=11), payload(MiB + 12345, seed=12)
+    smalls = [bytes([i]) * 10 for i in range(20)]
+
+    async def main():
+        peer, ours = _connected_pair(loop)
+        with peer:
+            tr, pr = await loop.create_connection(lambda: ChunkRecorder(loop), sock=ours)
+            await loop.sock_sendall(peer, big1)
+            await pr.wait_bytes(len(big1))
+            bulk_chunks = len(pr.sizes)
+            expected = len(big1)
+            for msg in smalls:
+                await loop.sock_sendall(peer, msg)
+                expected += len(msg)
+                await pr.wait_bytes(expected)
+            small_sizes = pr.sizes[bulk_chunks:]
+            await loop.sock_sendall(peer, big2)
+            peer.shutdown(socket.SHUT_WR)
+            await pr.eof
+            tr.close()
+            await pr.done
+        return pr, small_sizes
+
+    pr, small_sizes = run(loop, main())
+    assert digest(pr.data) == digest(big1 + b"".join(smalls) + big2)
+    assert small_sizes == [10] * len(smalls)
+    assert max(pr.sizes) <= 256 * KiB
+    assert pr.events[-2:] == ["eof", "lost"]
+    assert pr.lost == [None]
+
+
+def test_reset_during_bulk_reads(loop):
+    """A peer that resets the connection in the middle of a large transfer: connection_lost
+    gets the ConnectionResetError once, and what arrived before is a prefix of what was sent."""
+    data = payload(4 * MiB, seed=13)
+
+    async def main():
+        peer, ours = _connected_pair(loop)
+        tr, pr = await loop.create_connection(lambda: ChunkRecorder(loop), sock=ours)
+        try:
+            await loop.sock_sendall(peer, data[: 2 * MiB])
+            await pr.wait_bytes(MiB)
+            # SO_LINGER 0: close() sends RST instead of FIN, dropping what is still unsent.
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await loop.sock_sendall(peer, data[2 * MiB : 3 * MiB])
+        finally:
+            peer.close()
+        exc = await pr.done
+        tr.close()
+        return pr, exc
+
+    pr, exc = run(loop, main())
+    assert isinstance(exc, ConnectionResetError), repr(exc)
+    assert pr.lost == [exc]
+    assert pr.events.count("lost") == 1
+    assert MiB <= len(pr.data) <= 3 * MiB
+    assert pr.data == data[: len(pr.data)]
