@@ -154,6 +154,10 @@ pub struct LoopCore {
     pool: Vec<Py<Handle>>,
     readers: HashMap<RawFd, Watcher>,
     writers: HashMap<RawFd, Watcher>,
+    /// The object each fd watched by `add_reader`/`add_writer` was first registered with, as
+    /// the key of asyncio's selector keeps it: a socket closed since (`fileno()` -1) is then
+    /// still found, by identity, to remove its callbacks.
+    watched_files: HashMap<RawFd, Py<PyAny>>,
     /// Taken out while polling, so that no borrow is held while the GIL is released.
     poller: Option<Box<Poller>>,
     inbox: Option<Arc<Inbox<Py<Handle>>>>,
@@ -271,7 +275,7 @@ impl LoopCore {
 
     fn add_watcher(
         slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
+        fileobj: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         write: bool,
@@ -279,23 +283,48 @@ impl LoopCore {
         let py = slf.py();
         let method = if write { "add_writer" } else { "add_reader" };
         let debug = Self::check_schedule(slf, &callback, method)?;
-        let fd = fileobj_to_fd(fd)?;
+        let fd = fileobj_to_fd(fileobj)?;
         Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, None, debug)?.unbind();
         let old = Self::watch(slf, fd, Watcher::Handle(handle.clone_ref(py)), write)?;
+        slf.try_borrow_mut()?
+            .watched_files
+            .entry(fd)
+            .or_insert_with(|| fileobj.clone().unbind());
         if let Some(Watcher::Handle(old)) = old {
             Handle::cancel_handle(old.bind(py))?;
         }
         Ok(handle)
     }
 
-    fn remove_watcher(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+    fn remove_watcher(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        write: bool,
+    ) -> PyResult<bool> {
         if slf.try_borrow()?.closed {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
+        let fd = match fileobj_to_fd(fileobj) {
+            Ok(fd) => fd,
+            // asyncio's selector then searches its keys for this very object.
+            Err(err) => {
+                let me = slf.try_borrow()?;
+                match me.watched_files.iter().find(|(_, f)| f.is(fileobj)) {
+                    Some((&fd, _)) => fd,
+                    None => return Err(err),
+                }
+            }
+        };
         Self::check_no_transport(slf, fd)?;
-        match Self::unwatch(slf, fd, write)? {
+        let removed = Self::unwatch(slf, fd, write)?;
+        {
+            let mut me = slf.try_borrow_mut()?;
+            if !me.readers.contains_key(&fd) && !me.writers.contains_key(&fd) {
+                me.watched_files.remove(&fd);
+            }
+        }
+        match removed {
             Some(Watcher::Handle(old)) => {
                 Handle::cancel_handle(old.bind(slf.py()))?;
                 Ok(true)
@@ -558,6 +587,7 @@ impl LoopCore {
             task_factory: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
+            watched_files: HashMap::new(),
             poller: Some(Box::new(Poller {
                 reactor,
                 events: Events::with_capacity(1024),
@@ -911,6 +941,7 @@ impl LoopCore {
                 std::mem::take(&mut me.spare),
                 std::mem::take(&mut me.readers),
                 std::mem::take(&mut me.writers),
+                std::mem::take(&mut me.watched_files),
             )
         };
         drop(released);
@@ -933,6 +964,9 @@ impl LoopCore {
         for watcher in self.readers.values().chain(self.writers.values()) {
             watcher.visit(&visit)?;
         }
+        for file in self.watched_files.values() {
+            visit.call(file)?;
+        }
         Ok(())
     }
 
@@ -945,6 +979,7 @@ impl LoopCore {
         self.task_factory = None;
         self.readers.clear();
         self.writers.clear();
+        self.watched_files.clear();
     }
 }
 

@@ -441,6 +441,58 @@ def test_remove_reader_after_fd_closed(loop):
     assert loop.remove_reader(fd) is False
 
 
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_remove_closed_socket_object(loop, kind):
+    """A socket closed after add_reader(sock)/add_writer(sock) (fileno() is -1 now) is found
+    by identity, as asyncio's selector finds its key: removed, True, never called again, and
+    its old fd number is no longer registered. (anyio closes its UNIX sockets this way.)"""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
+    calls = []
+    fd = a.fileno()
+    if kind == "writer":
+        # Fill the buffer, so that the callback stays quiet until the socket is gone.
+        with pytest.raises(BlockingIOError):
+            while True:
+                a.send(b"\0" * 65536)
+    add(a, calls.append, kind)
+    a.close()
+    try:
+        assert remove(a) is True
+        assert remove(fd) is False
+        # Forgotten with its registration: now it is just a closed socket.
+        with pytest.raises(ValueError, match=r"^Invalid file descriptor: -1$"):
+            remove(a)
+        loop.call_later(0.02, loop.stop)
+        loop.run_forever()
+        assert calls == []
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("method", ["remove_reader", "remove_writer"])
+def test_remove_closed_socket_never_registered(loop, method):
+    a, b = socket.socketpair()
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match=r"^Invalid file descriptor: -1$"):
+        getattr(loop, method)(a)
+
+
+def test_remove_closed_socket_registered_by_number(loop):
+    """The identity search only knows the object the fd was registered with: a socket whose
+    fd was registered as a number cannot be removed by the socket once it is closed."""
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, print)
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match=r"^Invalid file descriptor: -1$"):
+        loop.remove_reader(a)
+    assert loop.remove_reader(fd) is True
+
+
 def test_reader_sees_hangup_on_pipe(loop, pipe):
     r, w = pipe
     got = []
