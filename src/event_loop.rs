@@ -843,8 +843,10 @@ impl LoopCore {
         self.debug
     }
 
-    fn _set_debug_flag(&mut self, enabled: bool) {
-        self.debug = enabled;
+    /// Any truth value, as asyncio's `set_debug` stores whatever it is given and tests it.
+    fn _set_debug_flag(&mut self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug = enabled.is_truthy()?;
+        Ok(())
     }
 
     #[getter]

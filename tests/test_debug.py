@@ -22,6 +22,27 @@ def test_set_debug(loop):
     assert loop.get_debug() is False
 
 
+@pytest.mark.parametrize(("on", "off"), [(1, 0), ("yes", ""), ([0], [])])
+def test_set_debug_takes_any_truth_value(loop, caplog, on, off):
+    """aiohttp's tests call set_debug(1) / set_debug(0); debug mode really follows the value."""
+
+    def slow_callbacks_logged():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            loop.call_soon(slow_callback)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        return [r for r in caplog.records if r.getMessage().startswith("Executing <Handle")]
+
+    loop.slow_callback_duration = 0.02
+    loop.set_debug(on)
+    assert loop.get_debug()
+    assert len(slow_callbacks_logged()) == 1
+    loop.set_debug(off)
+    assert not loop.get_debug()
+    assert slow_callbacks_logged() == []
+
+
 def test_slow_callback_duration_default(loop):
     assert loop.slow_callback_duration == 0.1
     loop.slow_callback_duration = 0.5
