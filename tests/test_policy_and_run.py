@@ -5,6 +5,7 @@ DefaultEventLoopPolicy, asyncio.run and setting the default policy.
 """
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -234,3 +235,24 @@ def test_runner_close_shuts_down_asyncgens(flavor):
         runner.run(main())
         assert log == []
     assert log == ["closed"]
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["", "debug"])
+def test_unclosed_current_loop_at_interpreter_exit(flavor, run_python, debug):
+    """A loop left open as the thread's current loop is finalized during interpreter
+    shutdown, possibly after the modules its close() uses: nothing may be printed and the
+    exit status stays 0 (aiosmtpd's tests leave loops like this)."""
+    # Through the policy, as a program does: then the loop lives in asyncio's module state.
+    install = "ferroloop.install()\n" if flavor.name == "ferroloop" else ""
+    code = flavor.python_code(
+        install + "loop = asyncio.new_event_loop()\n"
+        f"loop.set_debug({debug})\n"
+        "loop.call_soon(print, 'ran')\n"
+        "loop.call_soon(loop.stop)\n"
+        "loop.run_forever()\n"
+        "asyncio.set_event_loop(loop)\n"
+    )
+    proc = run_python([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran\n"
+    assert proc.stderr == ""

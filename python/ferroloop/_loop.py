@@ -78,11 +78,19 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
             f"closed={self.is_closed()} debug={self.get_debug()}>"
         )
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn=warnings.warn, _finalizing=sys.is_finalizing):
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
-                self.close()
+                try:
+                    self.close()
+                except Exception:
+                    # At interpreter shutdown a loop still set as current can outlive the
+                    # globals close() needs (sys, base_events... are None by then). The process
+                    # is exiting: release the native core and stay quiet, as asyncio's loop is.
+                    if not _finalizing():
+                        raise
+                    self._close_core()
 
     # -- fd watchers ---------------------------------------------------------------------------
     # The native methods refuse an fd a transport is watching right now; asyncio also refuses
