@@ -643,14 +643,13 @@ impl SSLProtocolCore {
         } as f64;
         let (pause, resume) = {
             let mut me = slf.try_borrow_mut()?;
-            let pause = size >= me.outgoing_high_water.1 && !me.app_writing_paused;
-            let resume = !pause && size <= me.outgoing_low_water.1 && me.app_writing_paused;
-            if pause {
-                me.app_writing_paused = true;
-            } else if resume {
-                me.app_writing_paused = false;
-            }
-            (pause, resume)
+            let me = &mut *me;
+            flow_step(
+                size,
+                me.outgoing_high_water.1,
+                me.outgoing_low_water.1,
+                &mut me.app_writing_paused,
+            )
         };
         if pause {
             Self::call_app_flow_control(slf, "pause_writing")
@@ -681,6 +680,20 @@ impl SSLProtocolCore {
         }
         Self::write_body(slf, data)
     }
+}
+
+/// The water-mark hysteresis of asyncio's `_control_app_writing`/`_control_ssl_reading`:
+/// (pause, resume), pausing at or above `high` and resuming at or below `low`, with `paused`
+/// updated to match.
+fn flow_step(size: f64, high: f64, low: f64, paused: &mut bool) -> (bool, bool) {
+    let pause = size >= high && !*paused;
+    let resume = !pause && size <= low && *paused;
+    if pause {
+        *paused = true;
+    } else if resume {
+        *paused = false;
+    }
+    (pause, resume)
 }
 
 #[pymethods]
@@ -868,13 +881,13 @@ impl SSLProtocolCore {
         let size = Self::_get_read_buffer_size(slf)? as f64;
         let (pause, resume, transport) = {
             let mut me = slf.try_borrow_mut()?;
-            let pause = size >= me.incoming_high_water.1 && !me.ssl_reading_paused;
-            let resume = !pause && size <= me.incoming_low_water.1 && me.ssl_reading_paused;
-            if pause {
-                me.ssl_reading_paused = true;
-            } else if resume {
-                me.ssl_reading_paused = false;
-            }
+            let me = &mut *me;
+            let (pause, resume) = flow_step(
+                size,
+                me.incoming_high_water.1,
+                me.incoming_low_water.1,
+                &mut me.ssl_reading_paused,
+            );
             (pause, resume, bind(py, &me.transport))
         };
         if pause {
