@@ -20,7 +20,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyInt};
 
 use crate::errors::os_error;
-use crate::transport::{MAX_READ, RECV_BUFFER};
+use crate::transport::{recv, MAX_READ, RECV_BUFFER};
 
 static SOCKET_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -42,16 +42,10 @@ fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
 
 /// One `recv(2)` into `buf`: the count, `None` for EAGAIN, or the error (EINTR included).
 fn recv_once(fd: RawFd, buf: *mut u8, len: usize) -> std::io::Result<Option<usize>> {
-    // SAFETY: callers pass `len` writable bytes at `buf`, valid for the call.
-    let n = unsafe { libc::recv(fd, buf as *mut libc::c_void, len, 0) };
-    if n >= 0 {
-        return Ok(Some(n as usize));
-    }
-    let err = std::io::Error::last_os_error();
-    if err.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(err)
+    match recv(fd, buf, len) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(err) => Err(err),
     }
 }
 

@@ -89,7 +89,7 @@ fn send(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
     }
 }
 
-fn recv(fd: RawFd, buf: *mut u8, len: usize) -> std::io::Result<usize> {
+pub(crate) fn recv(fd: RawFd, buf: *mut u8, len: usize) -> std::io::Result<usize> {
     // SAFETY: callers pass a pointer to at least `len` writable bytes that stay valid during
     // the call.
     let n = unsafe { libc::recv(fd, buf as *mut libc::c_void, len, 0) };
