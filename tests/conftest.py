@@ -13,6 +13,7 @@ fixtures so that it does not interfere with that suite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,10 +113,9 @@ def flavor(request):
         signal.set_wakeup_fd(-1)
 
 
-@pytest.fixture
-def loop(flavor):
-    """A fresh loop of the flavour under test, set as the current event loop."""
-    lp = flavor.new_event_loop()
+@contextlib.contextmanager
+def _current_loop(lp):
+    """``lp`` as the current event loop; unset and closed afterwards."""
     asyncio.set_event_loop(lp)
     try:
         yield lp
@@ -123,6 +123,13 @@ def loop(flavor):
         asyncio.set_event_loop(None)
         if not lp.is_closed():
             lp.close()
+
+
+@pytest.fixture
+def loop(flavor):
+    """A fresh loop of the flavour under test, set as the current event loop."""
+    with _current_loop(flavor.new_event_loop()) as lp:
+        yield lp
 
 
 @pytest.fixture
@@ -131,14 +138,8 @@ def ferro():
     (not parametrized over the flavours)."""
     import ferroloop
 
-    lp = ferroloop.new_event_loop()
-    asyncio.set_event_loop(lp)
-    try:
+    with _current_loop(ferroloop.new_event_loop()) as lp:
         yield lp
-    finally:
-        asyncio.set_event_loop(None)
-        if not lp.is_closed():
-            lp.close()
 
 
 @pytest.fixture
