@@ -53,6 +53,31 @@ static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SET_TASK_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// What `create_task` takes and hands to a task factory, which changed within 3.13
+/// (gh-128307, gh-133745).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TaskApi {
+    /// Up to 3.13.2: `(coro, *, name=None, context=None)`; a factory gets `context=` only when
+    /// one is given, and the loop names the task.
+    NameContext,
+    /// 3.13.4 and later 3.13s: the same, plus any other keyword passed on to the factory or Task.
+    NameContextForward,
+    /// 3.13.3 and 3.14+: `(coro, **kwargs)`, all of them passed on as given.
+    Forward,
+}
+
+impl TaskApi {
+    fn of(py: Python<'_>) -> TaskApi {
+        let v = py.version_info();
+        match (v.major, v.minor, v.patch) {
+            (3, 13, 3) => TaskApi::Forward,
+            (3, 13, p) if p >= 4 => TaskApi::NameContextForward,
+            (3, minor, _) if minor >= 14 => TaskApi::Forward,
+            _ => TaskApi::NameContext,
+        }
+    }
+}
+
 struct Poller {
     reactor: Reactor,
     events: Events,
@@ -109,6 +134,20 @@ fn repr(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "<object>".to_owned())
 }
 
+/// asyncio's test for a coroutine function: 3.14 deprecates `asyncio.iscoroutinefunction` (it
+/// warns) and calls the private `coroutines._iscoroutinefunction` it added.
+fn iscoroutinefunction(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    ISCOROUTINEFUNCTION
+        .get_or_try_init(py, || {
+            let coroutines = py.import("asyncio.coroutines")?;
+            coroutines
+                .getattr(intern!(py, "_iscoroutinefunction"))
+                .or_else(|_| coroutines.getattr(intern!(py, "iscoroutinefunction")))
+                .map(Bound::unbind)
+        })
+        .map(|f| f.bind(py))
+}
+
 /// asyncio's `BaseEventLoop._check_callback`. The callable check always runs (a non-callable
 /// would otherwise fail later, far from the mistake); the coroutine-function check, which needs
 /// `inspect`, only in debug mode, as asyncio.
@@ -129,12 +168,7 @@ fn check_callback(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -> PyR
             repr(callback)
         )));
     }
-    if debug
-        && ISCOROUTINEFUNCTION
-            .import(py, "asyncio", "iscoroutinefunction")?
-            .call1((callback,))?
-            .is_truthy()?
-    {
+    if debug && iscoroutinefunction(py)?.call1((callback,))?.is_truthy()? {
         return Err(coroutine_error());
     }
     Ok(())
@@ -278,6 +312,7 @@ impl LoopCore {
         fileobj: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
         write: bool,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
@@ -285,7 +320,7 @@ impl LoopCore {
         let debug = Self::check_schedule(slf, &callback, method)?;
         let fd = fileobj_to_fd(fileobj)?;
         Self::check_no_transport(slf, fd)?;
-        let handle = Self::new_handle(slf, callback, args, None, debug)?.unbind();
+        let handle = Self::new_handle(slf, callback, args, context, debug)?.unbind();
         let old = Self::watch(slf, fd, Watcher::Handle(handle.clone_ref(py)), write)?;
         slf.try_borrow_mut()?
             .watched_files
@@ -693,7 +728,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_watcher(slf, fd, callback, args, false)
+        Self::add_watcher(slf, fd, callback, args, None, false)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -703,7 +738,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_watcher(slf, fd, callback, args, true)
+        Self::add_watcher(slf, fd, callback, args, None, true)
     }
 
     fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -711,6 +746,41 @@ impl LoopCore {
     }
 
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, true)
+    }
+
+    // The internal interface asyncio's own transports and networking methods call (see
+    // ferroloop._net): the native methods without the Python subclass's check for an fd owned by
+    // a live transport, which those callers have made. `context` is 3.15's: the callback runs in
+    // it rather than in a copy of the current context.
+
+    #[pyo3(signature = (fd, callback, *args, context=None))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, context, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args, context=None))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, context, true)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, false)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_watcher(slf, fd, true)
     }
 
@@ -726,13 +796,13 @@ impl LoopCore {
             .call((), Some(&kwargs))
     }
 
-    /// asyncio's `BaseEventLoop.create_task`.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// asyncio's `BaseEventLoop.create_task`, with the running Python's signature (see
+    /// `TaskApi`): keyword arguments the version does not know are a TypeError, as there.
+    #[pyo3(signature = (coro, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
-        name: Option<Bound<'py, PyAny>>,
-        context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let (factory, debug) = {
@@ -740,56 +810,82 @@ impl LoopCore {
             me.check_closed()?;
             (me.task_factory.as_ref().map(|f| f.clone_ref(py)), me.debug)
         };
-        let context = context.filter(|c| !c.is_none());
-        let name = name.filter(|n| !n.is_none());
-        match factory {
-            None => {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "loop"), slf)?;
-                if let Some(name) = name {
-                    kwargs.set_item(intern!(py, "name"), name)?;
+        let api = TaskApi::of(py);
+        // `name` and `context` leave `kwargs` where the version treats them apart.
+        let (name, context) = match (&kwargs, api) {
+            (Some(kw), TaskApi::NameContext | TaskApi::NameContextForward) => {
+                let name = kw.get_item(intern!(py, "name"))?;
+                let context = kw.get_item(intern!(py, "context"))?;
+                kw.del_item(intern!(py, "name")).ok();
+                kw.del_item(intern!(py, "context")).ok();
+                if api == TaskApi::NameContext {
+                    if let Some((key, _)) = kw.iter().next() {
+                        return Err(PyTypeError::new_err(format!(
+                            "create_task() got an unexpected keyword argument '{key}'"
+                        )));
+                    }
                 }
+                (
+                    name.filter(|n| !n.is_none()),
+                    context.filter(|c| !c.is_none()),
+                )
+            }
+            _ => (None, None),
+        };
+        let kwargs = kwargs.filter(|kw| !kw.is_empty());
+        let Some(factory) = factory else {
+            let task_kwargs = match kwargs {
+                Some(kw) => kw,
+                None => PyDict::new(py),
+            };
+            task_kwargs.set_item(intern!(py, "loop"), slf)?;
+            if let Some(name) = name {
+                task_kwargs.set_item(intern!(py, "name"), name)?;
+            }
+            if let Some(context) = context {
+                task_kwargs.set_item(intern!(py, "context"), context)?;
+            }
+            let task = TASKS_MODULE
+                .import(py, "asyncio", "tasks")?
+                .getattr(intern!(py, "Task"))?
+                .call((coro,), Some(&task_kwargs))?;
+            if debug {
+                // Drop this call's own frame from the recorded stack, as asyncio does.
+                if let Ok(tb) = task.getattr(intern!(py, "_source_traceback")) {
+                    if tb.is_truthy()? {
+                        tb.del_item(-1)?;
+                    }
+                }
+            }
+            return Ok(task);
+        };
+        let factory = factory.bind(py);
+        if api == TaskApi::Forward {
+            // 3.14 (and 3.13.3): everything goes to the factory as given; it names the task.
+            return factory.call((slf, coro), kwargs.as_ref());
+        }
+        let task = match (context, kwargs) {
+            // The legacy two-argument form when nothing else is asked for.
+            (None, None) => factory.call1((slf, coro))?,
+            (context, kwargs) => {
+                let kwargs = kwargs.unwrap_or_else(|| PyDict::new(py));
                 if let Some(context) = context {
                     kwargs.set_item(intern!(py, "context"), context)?;
                 }
-                let task = TASKS_MODULE
-                    .import(py, "asyncio", "tasks")?
-                    .getattr(intern!(py, "Task"))?
-                    .call((coro,), Some(&kwargs))?;
-                if debug {
-                    // Drop this call's own frame from the recorded stack, as asyncio does.
-                    if let Ok(tb) = task.getattr(intern!(py, "_source_traceback")) {
-                        if tb.is_truthy()? {
-                            tb.del_item(-1)?;
-                        }
-                    }
-                }
-                Ok(task)
+                factory.call((slf, coro), Some(&kwargs))?
             }
-            Some(factory) => {
-                let factory = factory.bind(py);
-                let task = match context {
-                    // The legacy two-argument form when no context is asked for.
-                    None => factory.call1((slf, coro))?,
-                    Some(context) => {
-                        let kwargs = PyDict::new(py);
-                        kwargs.set_item(intern!(py, "context"), context)?;
-                        factory.call((slf, coro), Some(&kwargs))?
-                    }
-                };
-                if py.version_info() >= (3, 13) {
-                    // 3.13 dropped tasks._set_task_name and calls set_name() itself.
-                    if let Some(name) = name {
-                        task.call_method1(intern!(py, "set_name"), (name,))?;
-                    }
-                } else {
-                    SET_TASK_NAME
-                        .import(py, "asyncio.tasks", "_set_task_name")?
-                        .call1((&task, name))?;
-                }
-                Ok(task)
+        };
+        if py.version_info() >= (3, 13) {
+            // 3.13 dropped tasks._set_task_name and calls set_name() itself.
+            if let Some(name) = name {
+                task.call_method1(intern!(py, "set_name"), (name,))?;
             }
+        } else {
+            SET_TASK_NAME
+                .import(py, "asyncio.tasks", "_set_task_name")?
+                .call1((&task, name))?;
         }
+        Ok(task)
     }
 
     fn set_task_factory(&mut self, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {

@@ -15,7 +15,12 @@ mod transport;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// Needs the GIL, until a free-threaded build is tested: the loop's state is reached through
+// runtime borrows that the GIL keeps from overlapping across threads (without it a thread
+// calling in while the loop runs would meet "Already borrowed" errors), and a few paths assume
+// the GIL orders them (docs/architecture.md, "Free-threading"). A free-threaded interpreter
+// turns the GIL back on when it imports the module, and says so.
+#[pymodule(gil_used = true)]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;

@@ -189,8 +189,13 @@ pub struct SocketTransportCore {
     protocol_connected: bool,
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
-    /// The context protocol callbacks run in (copied at creation, as asyncio's reader handle).
+    /// The context readiness callbacks run in: the one asyncio passed (3.15 gives its transports
+    /// one, in which every protocol callback runs), else a copy made at creation, as the reader
+    /// handle of asyncio's transport carries one before 3.15.
     context: Py<PyAny>,
+    /// `context` was given: the callbacks this transport schedules (`connection_lost`) run in it
+    /// too, as 3.15's `_SelectorTransport._call_soon` does; else in a copy of the current one.
+    context_given: bool,
     /// Unsent bytes are `buffer[head..]`; the consumed prefix is dropped when it dominates.
     buffer: Vec<u8>,
     head: usize,
@@ -372,9 +377,21 @@ impl SocketTransportCore {
 
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let loop_ = slf.try_borrow()?.loop_bound(py)?;
+        let (loop_, context) = {
+            let me = slf.try_borrow()?;
+            let context = me.context_given.then(|| me.context.clone_ref(py));
+            (me.loop_bound(py)?, context)
+        };
         let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        loop_.call_method1(intern!(py, "call_soon"), (callback, exc))?;
+        let kwargs = match context {
+            Some(context) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), context)?;
+                Some(kwargs)
+            }
+            None => None,
+        };
+        loop_.call_method(intern!(py, "call_soon"), (callback, exc), kwargs.as_ref())?;
         Ok(())
     }
 
@@ -630,7 +647,8 @@ impl SocketTransportCore {
 #[pymethods]
 impl SocketTransportCore {
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, waiter=None, extra=None, server=None))]
+    #[pyo3(signature = (loop_, sock, protocol, waiter=None, extra=None, server=None, context=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         loop_: &Bound<'_, LoopCore>,
@@ -639,6 +657,7 @@ impl SocketTransportCore {
         waiter: Option<&Bound<'_, PyAny>>,
         extra: Option<Bound<'_, PyDict>>,
         server: Option<&Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let _ = waiter; // resolved by the Python subclass once connection_made() is scheduled
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
@@ -668,12 +687,16 @@ impl SocketTransportCore {
             protocol_connected: true,
             extra: extra.unbind(),
             server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception
-            // set, which from_owned_ptr_or_err turns into an error.
-            context: unsafe {
-                Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())?
-            }
-            .unbind(),
+            context_given: context.is_some(),
+            context: match context {
+                Some(context) => context.unbind(),
+                // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an
+                // exception set, which from_owned_ptr_or_err turns into an error.
+                None => {
+                    unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? }
+                        .unbind()
+                }
+            },
             buffer: Vec::new(),
             head: 0,
             high_water: DEFAULT_HIGH_WATER,
@@ -784,8 +807,14 @@ impl SocketTransportCore {
             return Self::write_bytes(slf, bytes.as_bytes());
         }
         if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
+            // asyncio's message, which 3.14 made name the accepted types.
+            let accepted = if data.py().version_info() >= (3, 14) {
+                "a bytes, bytearray, or memoryview object"
+            } else {
+                "a bytes-like object"
+            };
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
+                "data argument must be {accepted}, not {}",
                 data.get_type().name()?.repr()?
             )));
         }

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from versions import DefaultPolicy, get_policy, set_policy
 
 FLAVORS = ["asyncio", "ferroloop"]
 
@@ -52,7 +53,7 @@ class Flavor:
 
 
 def _stock_install() -> None:
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    set_policy(DefaultPolicy())
 
 
 def _make_flavor(name: str) -> Flavor:
@@ -61,7 +62,7 @@ def _make_flavor(name: str) -> Flavor:
             name="asyncio",
             new_event_loop=asyncio.SelectorEventLoop,
             loop_class=asyncio.SelectorEventLoop,
-            policy_class=asyncio.DefaultEventLoopPolicy,
+            policy_class=DefaultPolicy,
             run=asyncio.run,
             install=_stock_install,
             module="asyncio",
@@ -76,7 +77,9 @@ def _make_flavor(name: str) -> Flavor:
         name="ferroloop",
         new_event_loop=ferroloop.new_event_loop,
         loop_class=ferroloop.Loop,
-        policy_class=ferroloop.EventLoopPolicy,
+        # Without the deprecation warning of the public name on 3.14+ (test_python_versions
+        # checks that one).
+        policy_class=ferroloop._policy(),
         run=ferroloop.run,
         install=ferroloop.install,
         module="ferroloop",
@@ -95,7 +98,7 @@ def flavor(request):
     could leak into later tests (policy, current loop, asyncgen hooks,
     coroutine origin tracking, SIGUSR1/SIGUSR2/SIGINT dispositions).
     """
-    policy = asyncio.get_event_loop_policy()
+    policy = get_policy()
     hooks = sys.get_asyncgen_hooks()
     depth = sys.get_coroutine_origin_tracking_depth()
     sigs = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
@@ -103,7 +106,7 @@ def flavor(request):
         yield _make_flavor(request.param)
     finally:
         asyncio.set_event_loop(None)
-        asyncio.set_event_loop_policy(policy)
+        set_policy(policy)
         asyncio.set_event_loop(None)
         sys.set_asyncgen_hooks(*hooks)
         sys.set_coroutine_origin_tracking_depth(depth)
@@ -111,6 +114,17 @@ def flavor(request):
             if signal.getsignal(s) is not h and h is not None:
                 signal.signal(s, h)
         signal.set_wakeup_fd(-1)
+
+
+@pytest.fixture
+def restore_policy():
+    """The event loop policy the test found is put back afterwards."""
+    policy = get_policy()
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(None)
+        set_policy(policy)
 
 
 @contextlib.contextmanager

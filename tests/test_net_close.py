@@ -5,6 +5,7 @@ import errno
 import logging
 import socket
 import struct
+import sys
 
 import pytest
 from net_helpers import KiB, MiB, Recorder, close_server, digest, payload, run
@@ -230,7 +231,13 @@ def test_write_type_errors(loop):
 
     errors, got = run(loop, main())
     assert len(errors) == 4
-    assert "data argument must be a bytes-like object, not 'str'" in errors[0]
+    # 3.14 names the accepted types.
+    if sys.version_info >= (3, 14):
+        assert (
+            "data argument must be a bytes, bytearray, or memoryview object, not 'str'" in errors[0]
+        )
+    else:
+        assert "data argument must be a bytes-like object, not 'str'" in errors[0]
     assert got == b"bamvl1l2l3"
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+from versions import POLICIES_DEPRECATED, AbstractPolicy, get_policy
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -32,7 +33,7 @@ def test_new_event_loop_returns_distinct_loops(flavor):
 
 def test_policy_is_a_policy(flavor):
     policy = flavor.policy_class()
-    assert isinstance(policy, asyncio.AbstractEventLoopPolicy)
+    assert isinstance(policy, AbstractPolicy)
 
 
 def test_policy_new_event_loop(flavor):
@@ -46,6 +47,11 @@ def test_policy_new_event_loop(flavor):
 
 def test_policy_get_event_loop_creates_once_in_main_thread(flavor):
     policy = flavor.policy_class()
+    if POLICIES_DEPRECATED:
+        # 3.14: the policy no longer makes a loop on demand.
+        with pytest.raises(RuntimeError, match="There is no current event loop"):
+            policy.get_event_loop()
+        return
     lp = policy.get_event_loop()
     try:
         assert isinstance(lp, flavor.loop_class)
@@ -82,7 +88,7 @@ def test_policy_get_event_loop_in_thread_without_loop(flavor):
 
 def test_install_sets_policy(flavor):
     flavor.install()
-    policy = asyncio.get_event_loop_policy()
+    policy = get_policy()
     assert isinstance(policy, flavor.policy_class)
 
 
@@ -176,9 +182,31 @@ def test_run_shuts_down_default_executor(flavor):
     assert not threads[0].is_alive()
 
 
+# 3.14's Runner.run takes any awaitable; before, only a coroutine.
+RUN_TAKES_AWAITABLES = sys.version_info >= (3, 14)
+
+
 def test_run_rejects_non_coroutine(flavor):
-    with pytest.raises(ValueError, match="a coroutine was expected"):
-        flavor.run(42)
+    if RUN_TAKES_AWAITABLES:
+        with pytest.raises(TypeError, match="a coroutine or an awaitable is required"):
+            flavor.run(42)
+    else:
+        with pytest.raises(ValueError, match="a coroutine was expected"):
+            flavor.run(42)
+
+
+class _Awaitable:
+    def __await__(self):
+        yield from asyncio.sleep(0).__await__()
+        return "awaited"
+
+
+def test_run_awaitable(flavor):
+    if RUN_TAKES_AWAITABLES:
+        assert flavor.run(_Awaitable()) == "awaited"
+    else:
+        with pytest.raises(ValueError, match="a coroutine was expected"):
+            flavor.run(_Awaitable())
 
 
 def test_run_from_running_loop(flavor, loop):

@@ -18,6 +18,7 @@ import warnings
 
 import pytest
 from net_helpers import MiB, digest, fd_count, payload, run, settle_fds
+from versions import DefaultPolicy, get_policy, set_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,12 +44,12 @@ def fresh_policy():
     which would then change how a later test's ferroloop loop waits for its children (see
     test_ferroloop_implicit_policy_watcher_keeps_pidfd).
     """
-    saved = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    saved = get_policy()
+    set_policy(DefaultPolicy())
     try:
         yield
     finally:
-        asyncio.set_event_loop_policy(saved)
+        set_policy(saved)
 
 
 # -- helpers ---------------------------------------------------------------------------------

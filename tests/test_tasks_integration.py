@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import contextvars
+import sys
 import threading
 
 import pytest
@@ -10,6 +11,14 @@ import pytest
 pytestmark = pytest.mark.timeout(10)
 
 var = contextvars.ContextVar("var", default="unset")
+
+# create_task(coro, **kwargs) passes every keyword on as given: 3.13.3 and 3.14+ (gh-128307).
+CREATE_TASK_FORWARDS_ALL = sys.version_info >= (3, 14) or sys.version_info[:3] == (3, 13, 3)
+# Other keywords (eager_start...) are passed on, name and context handled as before: 3.13.4+.
+CREATE_TASK_TAKES_KWARGS = CREATE_TASK_FORWARDS_ALL or sys.version_info[:3] >= (3, 13, 4)
+# asyncio.eager_task_factory and Task(eager_start=): 3.12+.
+HAS_EAGER_TASKS = sys.version_info >= (3, 12)
+needs_eager_tasks = pytest.mark.skipif(not HAS_EAGER_TASKS, reason="eager tasks are 3.12+")
 
 
 def test_create_future(loop):
@@ -99,7 +108,8 @@ def test_task_factory(loop):
     task = loop.create_task(work(), name="named")
     assert task.get_name() == "named"
     assert loop.run_until_complete(task) == 1
-    assert calls == [(loop, {})]
+    # 3.14 (and 3.13.3) hand the name to the factory; before, the loop names the task.
+    assert calls == [(loop, {"name": "named"} if CREATE_TASK_FORWARDS_ALL else {})]
 
     ctx = contextvars.copy_context()
     task = loop.create_task(work(), context=ctx)
@@ -476,3 +486,167 @@ def test_future_result_across_threads(loop):
             th.join()
 
     assert loop.run_until_complete(main()) == "from thread"
+
+
+# -- create_task's keywords and eager tasks (3.12+, eager_start= on create_task 3.13.4+/3.14) --
+
+
+def test_create_task_keywords_follow_the_running_version(loop):
+    async def work():
+        return asyncio.current_task()
+
+    if not CREATE_TASK_TAKES_KWARGS:
+        coro = work()
+        with pytest.raises(TypeError, match="unexpected keyword argument 'eager_start'"):
+            loop.create_task(coro, eager_start=True)
+        coro.close()
+        return
+    # Not running: eager_start cannot start the task now, it is scheduled as usual.
+    task = loop.create_task(work(), eager_start=True, name="eager")
+    assert not task.done()
+    assert task.get_name() == "eager"
+    assert loop.run_until_complete(task) is task
+
+
+def test_create_task_unknown_keyword_is_the_tasks_error(loop):
+    async def work():
+        pass
+
+    coro = work()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        loop.create_task(coro, bogus=1)
+    coro.close()
+
+
+@pytest.mark.skipif(not CREATE_TASK_TAKES_KWARGS, reason="create_task(eager_start=) is 3.13.4+")
+def test_create_task_eager_start_runs_the_first_step_at_once(loop):
+    steps = []
+
+    async def work():
+        steps.append("first step")
+        await asyncio.sleep(0)
+        steps.append("second step")
+        return asyncio.current_task()
+
+    async def main():
+        task = loop.create_task(work(), eager_start=True)
+        steps.append("created")
+        assert asyncio.current_task() is not task
+        return task, await task
+
+    task, current = loop.run_until_complete(main())
+    assert steps == ["first step", "created", "second step"]
+    assert current is task
+
+
+@pytest.mark.skipif(not CREATE_TASK_TAKES_KWARGS, reason="create_task(eager_start=) is 3.13.4+")
+def test_create_task_eager_start_that_finishes_at_once(loop):
+    async def work():
+        return asyncio.current_task(), "value"
+
+    async def main():
+        task = loop.create_task(work(), eager_start=True)
+        # It ran to completion inside create_task, as its own current task.
+        assert task.done()
+        current, value = task.result()
+        assert current is task
+        return value, asyncio.current_task()
+
+    value, outer = loop.run_until_complete(main())
+    assert value == "value"
+    assert outer is not None
+
+
+@pytest.mark.skipif(not CREATE_TASK_TAKES_KWARGS, reason="create_task(**kwargs) is 3.13.4+")
+def test_task_factory_gets_the_extra_keywords(loop):
+    calls = []
+
+    def factory(lp, coro, **kwargs):
+        calls.append(sorted(kwargs))
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+
+    async def work():
+        return asyncio.current_task().get_name()
+
+    ctx = contextvars.copy_context()
+    task = loop.create_task(work(), name="n", context=ctx, eager_start=False)
+    assert loop.run_until_complete(task) == "n"
+    if CREATE_TASK_FORWARDS_ALL:
+        assert calls == [["context", "eager_start", "name"]]
+    else:  # 3.13.4+: the loop names the task itself
+        assert calls == [["context", "eager_start"]]
+
+
+@needs_eager_tasks
+def test_eager_task_factory(loop):
+    order = []
+
+    async def child(n):
+        order.append(f"child {n} starts")
+        if n:
+            await asyncio.sleep(0)
+        order.append(f"child {n} ends")
+        return n
+
+    async def main():
+        tasks = [asyncio.create_task(child(n)) for n in range(2)]
+        order.append("created")
+        assert tasks[0].done() and not tasks[1].done()
+        return await asyncio.gather(*tasks)
+
+    loop.set_task_factory(asyncio.eager_task_factory)
+    assert loop.run_until_complete(main()) == [0, 1]
+    assert order == [
+        "child 0 starts",
+        "child 0 ends",
+        "child 1 starts",
+        "created",
+        "child 1 ends",
+    ]
+
+
+@needs_eager_tasks
+def test_create_eager_task_factory_with_custom_task(loop):
+    made = []
+
+    class MyTask(asyncio.Task):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    async def work():
+        return asyncio.current_task()
+
+    async def main():
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(work(), name="in-group")
+        return task
+
+    loop.set_task_factory(asyncio.create_eager_task_factory(MyTask))
+    task = loop.run_until_complete(main())
+    assert task.result() is task
+    assert task.get_name() == "in-group"
+    assert type(task) is MyTask and task in made
+
+
+@needs_eager_tasks
+def test_eager_tasks_see_current_task_and_all_tasks(loop):
+    async def work(gate):
+        me = asyncio.current_task()
+        assert me in asyncio.all_tasks()
+        await gate
+        return me
+
+    async def main():
+        gate = loop.create_future()
+        task = asyncio.create_task(work(gate))
+        assert not task.done()
+        assert task in asyncio.all_tasks()
+        gate.set_result(None)
+        return task, await task
+
+    loop.set_task_factory(asyncio.eager_task_factory)
+    task, me = loop.run_until_complete(main())
+    assert me is task

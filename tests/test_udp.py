@@ -19,6 +19,7 @@ import os
 import socket
 import stat
 import sys
+from asyncio import selector_events
 
 import pytest
 from net_helpers import (
@@ -919,9 +920,13 @@ def test_write_buffering_and_flow_control(loop, tmp_path):
     buffered, events_full, drained, got, sent, pr = run(loop, main())
     assert buffered > 4 * 500 and buffered % DATAGRAM_COST == 0
     assert events_full == ["made", "pause"]
-    # asyncio 3.13 adds its 8-byte header per datagram to the count when buffering but does
-    # not take it off when sending: drained, the count keeps 8 bytes per buffered datagram.
-    assert drained == (buffered // DATAGRAM_COST) * (DATAGRAM_COST - 500)
+    if hasattr(selector_events._SelectorDatagramTransport, "_header_size"):
+        # 3.14: the 8-byte header counted per buffered datagram is taken off when it is sent.
+        assert drained == 0
+    else:
+        # asyncio 3.11-3.13 add the header to the count when buffering but do not take it off
+        # when sending: drained, the count keeps 8 bytes per buffered datagram.
+        assert drained == (buffered // DATAGRAM_COST) * (DATAGRAM_COST - 500)
     assert got == sent
     assert pr.events == ["made", "pause", "resume", "lost"]
 

@@ -5,21 +5,34 @@ Use it as uvloop::
     import ferroloop
     ferroloop.run(main())                                    # like asyncio.run
     asyncio.Runner(loop_factory=ferroloop.new_event_loop)    # explicit factory
-    ferroloop.install()                                      # policy for asyncio.run & co
+    ferroloop.install()                                      # asyncio.run & co use ferroloop
 
 or with no code change: ``python -m ferroloop app.py``.
+
+asyncio's policy system is deprecated in Python 3.14 and goes away in 3.16. Importing ferroloop
+never touches it; ``ferroloop.EventLoopPolicy`` is made the first time it is asked for (with
+asyncio's deprecation warning on 3.14 and 3.15), and ``install()`` works on every version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import warnings
 from asyncio import events as _events
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
 
-__all__ = ["EventLoopPolicy", "Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
 __version__ = "0.1.0"
+
+# 3.14 deprecates the policies (their public names warn); 3.16 removes them.
+_POLICIES_DEPRECATED = sys.version_info >= (3, 14)
+
+__all__ = ["Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+if not _POLICIES_DEPRECATED:
+    # Not where it is deprecated: `from ferroloop import *` must not warn.
+    __all__.insert(0, "EventLoopPolicy")
 
 
 def new_event_loop() -> Loop:
@@ -27,20 +40,81 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An asyncio event loop policy whose loops are ferroloop loops.
+def _has_policies() -> bool:
+    # Looked up at each call: a test can take the names away to play an asyncio without them.
+    return hasattr(
+        _events, "_get_event_loop_policy" if _POLICIES_DEPRECATED else "get_event_loop_policy"
+    )
 
-    Derived from the platform's default policy (not the bare base policy) so that the rest of
-    its API keeps working, e.g. 3.11's get_child_watcher()/set_child_watcher() on Unix.
-    """
 
-    def _loop_factory(self) -> Loop:
-        return new_event_loop()
+_policy_class = None
+
+
+def _policy() -> type:
+    """The policy class, made on first use from the platform's default policy, reached
+    without the deprecation warning of its public name."""
+    global _policy_class
+    if _policy_class is None:
+        if not _has_policies():
+            raise AttributeError(
+                "ferroloop.EventLoopPolicy needs asyncio's event loop policies, which this "
+                f"Python ({sys.version.split()[0]}) no longer has; use ferroloop.run(), "
+                "asyncio.Runner(loop_factory=ferroloop.new_event_loop) or ferroloop.install()"
+            )
+        if _POLICIES_DEPRECATED:
+            from asyncio import unix_events
+
+            base = unix_events._DefaultEventLoopPolicy
+        else:
+            base = asyncio.DefaultEventLoopPolicy
+
+        class EventLoopPolicy(base):
+            """An asyncio event loop policy whose loops are ferroloop loops.
+
+            Derived from the platform's default policy (not the bare base policy) so that the
+            rest of its API keeps working, e.g. 3.11's get_child_watcher()/set_child_watcher().
+            """
+
+            def _loop_factory(self) -> Loop:
+                return new_event_loop()
+
+        EventLoopPolicy.__module__ = __name__
+        EventLoopPolicy.__qualname__ = "EventLoopPolicy"
+        _policy_class = EventLoopPolicy
+    return _policy_class
+
+
+if not _POLICIES_DEPRECATED and _has_policies():
+    EventLoopPolicy = _policy()
+
+
+def __getattr__(name: str):
+    if name == "EventLoopPolicy":
+        cls = _policy()
+        if _POLICIES_DEPRECATED:
+            # asyncio's own warning for its policy names, pointing at the user's line.
+            warnings._deprecated(f"ferroloop.{name}", remove=(3, 16))
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def install() -> None:
-    """Make ferroloop the loop of asyncio.run(), asyncio.Runner() and asyncio.new_event_loop()."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make ferroloop the loop of asyncio.run(), asyncio.Runner() and asyncio.new_event_loop().
+
+    Where asyncio has policies (up to 3.15) this sets ferroloop's policy, so code that asks the
+    policy for a loop gets one of ours too; on 3.14 and 3.15 it does so without the
+    deprecation warning of ``asyncio.set_event_loop_policy``, since the program did not ask for
+    a policy. Where it has none, it replaces ``asyncio.new_event_loop``, which is what
+    ``asyncio.run()`` and ``asyncio.Runner()`` call when given no loop factory.
+    """
+    if _has_policies():
+        if _POLICIES_DEPRECATED:
+            _events._set_event_loop_policy(_policy()())
+        else:
+            asyncio.set_event_loop_policy(_policy()())
+        return
+    _events.new_event_loop = new_event_loop
+    asyncio.new_event_loop = new_event_loop
 
 
 def run(main, *, debug=None):

@@ -27,6 +27,12 @@ from ._unix import UnixMixin
 
 __all__ = ["Loop"]
 
+# asyncio's own test for a coroutine function: 3.14 deprecates the public name (it warns) and
+# calls the private one it added.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", None) or (
+    coroutines.iscoroutinefunction
+)
+
 # Python 3.12 runs a custom exception handler in the context of the failing task, future or
 # handle; 3.11 runs it in the loop's.
 _HANDLER_IN_FAILING_CONTEXT = sys.version_info >= (3, 12)
@@ -310,7 +316,7 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_enabled = enabled
 
     def _check_callback(self, callback, method):
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
@@ -456,7 +462,7 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
 
     def add_signal_handler(self, sig, callback, *args):
         """Add a handler for a signal. UNIX only. Main thread only (RuntimeError otherwise)."""
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()

@@ -159,8 +159,11 @@ class NetworkMixin:
 
     # -- the internal interface asyncio's networking methods use ------------------------------
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return SocketTransport(self, sock, protocol, waiter, extra, server)
+    # `context` (3.15): the contextvars context the transport's protocol callbacks run in.
+    def _make_socket_transport(
+        self, sock, protocol, waiter=None, *, extra=None, server=None, context=None
+    ):
+        return SocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_ssl_transport(
         self,
@@ -175,6 +178,7 @@ class NetworkMixin:
         server=None,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        context=None,
     ):
         # asyncio's, except that the TLS protocol (ours, asyncio's with a native data path) sits
         # on our native transport; asyncio's names its own selector transport class.
@@ -189,7 +193,9 @@ class NetworkMixin:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        self._make_socket_transport(
+            rawsock, ssl_protocol, extra=extra, server=server, context=context
+        )
         return ssl_protocol._app_transport
 
     async def start_tls(
@@ -243,18 +249,8 @@ class NetworkMixin:
             raise
         return ssl_protocol._app_transport
 
-    # Without the transport check of the public methods: their callers have made it.
-    def _add_reader(self, fd, callback, *args):
-        return LoopCore.add_reader(self, fd, callback, *args)
-
-    def _remove_reader(self, fd):
-        return LoopCore.remove_reader(self, fd)
-
-    def _add_writer(self, fd, callback, *args):
-        return LoopCore.add_writer(self, fd, callback, *args)
-
-    def _remove_writer(self, fd):
-        return LoopCore.remove_writer(self, fd)
+    # _add_reader, _add_writer (with 3.15's `context=`), _remove_reader and _remove_writer are
+    # LoopCore's: the public methods without their transport check, which the callers have made.
 
     async def _sendfile_fallback(self, transp, file, offset, count):
         # asyncio's loop.sendfile() fallback (read blocks in the executor, write them with flow

@@ -37,18 +37,20 @@ class SocketTransport(SocketTransportCore):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     _start_tls_compatible = True
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # The native base has taken loop, sock, protocol, extra and server already.
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None, context=None):
+        # The native base has taken loop, sock, protocol, extra, server and context already.
+        # A context (3.15 passes one) is where every protocol callback runs; without one each
+        # scheduled callback gets a copy of the current context, as before 3.15.
         base_events._set_nodelay(sock)
         loop._transports[self._sock_fd] = self
         if server is not None:
             server._attach(self)
-        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(protocol.connection_made, self, context=context)
         # Only start reading once connection_made() has been called.
-        loop.call_soon(self._start_reading)
+        loop.call_soon(self._start_reading, context=context)
         if waiter is not None:
             # Only wake up the waiter once connection_made() has been called.
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None, context=context)
 
     def __repr__(self):
         return transport_repr(self, self.is_reading(), self.get_write_buffer_size())

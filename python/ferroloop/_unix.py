@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import threading
 from asyncio import events, log, selector_events, unix_events
 
@@ -26,6 +27,10 @@ from ._net import _BASE, _SELECTOR, _UNIX, borrow
 from ._transports import transport_repr
 
 __all__ = ["UnixMixin"]
+
+# Child watchers on the policy: deprecated in 3.12, gone in 3.14 (and with them the need to ask
+# the policy, whose getter warns there).
+_POLICY_WATCHERS = sys.version_info < (3, 14)
 
 # asyncio's methods that run unchanged on our loop, by the class that defines them.
 _BORROWED = {
@@ -152,8 +157,9 @@ class _ChildWatcher:
     def _wait_in_thread(self, pid, callback, args):
         returncode = _reap(pid)
         try:
-            # _child_watcher_callback hops to the loop's thread itself.
-            callback(pid, returncode, *args)
+            # The callback runs on the loop's thread, as the pidfd's does (3.14's
+            # _child_watcher_callback no longer hops there itself).
+            self._loop.call_soon_threadsafe(callback, pid, returncode, *args)
         except RuntimeError:
             if not self._loop.is_closed():
                 raise
@@ -205,6 +211,8 @@ def _policy_child_watcher():
     for a watcher, is not a choice: our pidfd watcher does what it does (waitpid of each
     child), without a thread per child.
     """
+    if not _POLICY_WATCHERS:
+        return None
     watcher = getattr(events.get_event_loop_policy(), "_watcher", None)
     if watcher is None or type(watcher) is getattr(unix_events, "ThreadedChildWatcher", None):
         return None

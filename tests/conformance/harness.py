@@ -25,6 +25,8 @@ import unittest
 from asyncio import base_events, events
 
 PACKAGE = "test.test_asyncio"
+# 3.14 deprecates the policy system: its public names warn, the private ones do not.
+POLICIES_DEPRECATED = sys.version_info >= (3, 14)
 
 # Tests that drive utils.TestLoop through BaseEventLoop internals (loop._ready,
 # loop._run_once) even without a fake clock: they keep the TestLoop.
@@ -132,7 +134,8 @@ def install_patches(stock: bool, real_test_loops: bool = True) -> dict[str, str]
         import ferroloop
 
         loop_types = (ferroloop.Loop,)
-        base_policy = ferroloop.EventLoopPolicy
+        # The class itself, without the deprecation warning of the public name on 3.14+.
+        base_policy = ferroloop._policy()
 
         def make_loop():
             return ferroloop.new_event_loop()
@@ -183,12 +186,22 @@ def install_patches(stock: bool, real_test_loops: bool = True) -> dict[str, str]
         PatchedPolicy = base_policy
 
     # DefaultEventLoopPolicy: events._init_event_loop_policy() does
-    # `from . import DefaultEventLoopPolicy` whenever the policy is None, so every
+    # `from . import DefaultEventLoopPolicy` (3.14+: `from .unix_events import
+    # _DefaultEventLoopPolicy`) whenever the policy is None, so every
     # `asyncio.set_event_loop_policy(None)` (each module's tearDownModule, many tearDowns)
-    # falls back to our policy, not to the stock one.
-    asyncio.DefaultEventLoopPolicy = PatchedPolicy
-    unix_events.DefaultEventLoopPolicy = PatchedPolicy
-    asyncio.set_event_loop_policy(PatchedPolicy())
+    # falls back to our policy, not to the stock one. On 3.14+ the public names are left to
+    # asyncio's module __getattr__, which returns the private ones with its deprecation warning
+    # (tests assert that warning).
+    if POLICIES_DEPRECATED:
+        unix_events._DefaultEventLoopPolicy = PatchedPolicy
+        events._set_event_loop_policy(PatchedPolicy())
+    else:
+        asyncio.DefaultEventLoopPolicy = PatchedPolicy
+        unix_events.DefaultEventLoopPolicy = PatchedPolicy
+        asyncio.set_event_loop_policy(PatchedPolicy())
+    get_policy = (
+        events._get_event_loop_policy if POLICIES_DEPRECATED else events.get_event_loop_policy
+    )
 
     # new_event_loop: still asks the *current* policy (tests that install their own policy,
     # e.g. test_runners.TestPolicy, must keep getting their loops), but records the result.
@@ -196,7 +209,7 @@ def install_patches(stock: bool, real_test_loops: bool = True) -> dict[str, str]
     # unittest.IsolatedAsyncioTestCase call `events.new_event_loop()` at call time, so this
     # also covers the Runner's default loop factory.
     def new_event_loop():
-        loop = events.get_event_loop_policy().new_event_loop()
+        loop = get_policy().new_event_loop()
         TRACKER.note(loop)
         return loop
 
@@ -207,6 +220,11 @@ def install_patches(stock: bool, real_test_loops: bool = True) -> dict[str, str]
     # test_server, test_buffered_proto, ... build their loops with it.
     asyncio.SelectorEventLoop = SelectorEventLoop
     unix_events.SelectorEventLoop = SelectorEventLoop
+    # asyncio.EventLoop (3.13+, the platform's default loop class): 3.14's tests pass it as
+    # IsolatedAsyncioTestCase.loop_factory and construct it directly.
+    if hasattr(unix_events, "EventLoop"):
+        asyncio.EventLoop = SelectorEventLoop
+        unix_events.EventLoop = SelectorEventLoop
 
     # test.test_asyncio.utils.TestCase.close_loop is left as it is: it reads
     # loop._default_executor, which ferroloop.Loop has too.
