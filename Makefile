@@ -1,7 +1,7 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-rust test-python test-conformance test-pythons lint format bench demo
+.PHONY: test test-rust test-python test-conformance test-pythons test-dbg lint format bench demo
 
 test: lint test-rust test-python test-conformance test-pythons
 
@@ -14,9 +14,14 @@ test-python:
 test-conformance:
 	$(PYTHON) tests/conformance/run.py
 
-# The pytest suite on Python 3.12 and 3.13 where the machine has them.
+# The pytest suite on Python 3.12 and 3.13 (pyenv) and on 3.14 and 3.15 (Debian sid in a chroot,
+# built on first use), and the conformance run on 3.14 and 3.15 (see tests/pythons.sh).
 test-pythons:
-	bash tests/other_pythons.sh
+	bash tests/pythons.sh
+
+# The pytest suite on CPython 3.14's debug build (Py_DEBUG: refcount and GIL assertions).
+test-dbg:
+	bash tests/pythons.sh 3.14-dbg
 
 lint:
 	cargo fmt --all -- --check

@@ -5,8 +5,12 @@
 #   tests/pythons.sh                          # 3.12 3.13 3.14 3.15: pytest; 3.14 3.15: conformance
 #   tests/pythons.sh 3.15                     # one version
 #   tests/pythons.sh 3.14 -- -x -k tls        # pytest arguments (then no conformance run)
+#   tests/pythons.sh 3.15 --conformance --update    # only the conformance run, with its arguments
+#   tests/pythons.sh 3.14 --run python -c 'import ferroloop'   # any command in the venv
 #   tests/pythons.sh 3.14-dbg                 # the Py_DEBUG interpreter (refcount/GIL assertions)
-#   tests/pythons.sh --shell 3.15             # a shell in the 3.15 venv, ferroloop installed
+#   tests/pythons.sh --shell 3.15             # an interactive shell in the 3.15 venv
+#
+# Each run builds and installs the working tree (a copy of it, inside the chroot) into a fresh venv.
 #
 # 3.12 and 3.13 come from pyenv (or python3.X on PATH). 3.14 and 3.15 come from Debian's `sid`
 # suite, installed into a chroot (debootstrap) kept at $FERROLOOP_CHROOT (default
@@ -24,12 +28,15 @@ CONFORMANCE_VERSIONS=" 3.14 3.15 "
 CHROOT_STAMP="ferroloop-chroot-v1"
 
 shell=0
+mode=default  # default | pytest | conformance | run
 versions=()
-pytest_args=()
+extra_args=()
 while (($#)); do
     case $1 in
         --shell) shell=1 ;;
-        --) shift; pytest_args=("$@"); break ;;
+        --) mode=pytest; shift; extra_args=("$@"); break ;;
+        --conformance) mode=conformance; shift; extra_args=("$@"); break ;;
+        --run) mode=run; shift; extra_args=("$@"); break ;;
         *) versions+=("$1") ;;
     esac
     shift
@@ -132,7 +139,7 @@ in_chroot() {
 # ----------------------------------------------------------------------------- one version
 status=0
 run_version() {
-    local version=$1 base=${1%-dbg} py venv run=()
+    local version=$1 base=${1%-dbg} py venv run=() run_in_chroot=
     if [[ " ${CHROOT_VERSIONS[*]} " == *" $base "* ]]; then
         chroot_enter || { log "Python $version: cannot be had here"; return 1; }
         py=/usr/bin/python$version
@@ -141,6 +148,7 @@ run_version() {
         run=(in_chroot)
         # The chroot's copy of the tree is where this version builds and tests.
         run+=(env -C /ferroloop)
+        run_in_chroot=1
     else
         py=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/python 2>/dev/null |
             tail -n 1 || true)
@@ -161,10 +169,28 @@ run_version() {
         return 0
     fi
     local rc=0
-    "${run[@]}" "$venv/bin/python" -m pytest tests --ignore=tests/conformance -q \
-        -p no:cacheprovider "${pytest_args[@]}" || rc=1
-    if ((${#pytest_args[@]} == 0)) && [[ $CONFORMANCE_VERSIONS == *" $version "* ]]; then
-        "${run[@]}" "$venv/bin/python" tests/conformance/run.py || rc=1
+    case $mode in
+        run)
+            "${run[@]}" env PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" "${extra_args[@]}" || rc=1
+            ;;
+        conformance)
+            "${run[@]}" "$venv/bin/python" tests/conformance/run.py "${extra_args[@]}" || rc=1
+            ;;
+        *)
+            "${run[@]}" "$venv/bin/python" -m pytest tests --ignore=tests/conformance -q \
+                -p no:cacheprovider "${extra_args[@]}" || rc=1
+            if [[ $mode == default && $CONFORMANCE_VERSIONS == *" $version "* ]]; then
+                "${run[@]}" "$venv/bin/python" tests/conformance/run.py || rc=1
+            fi
+            ;;
+    esac
+    if [[ $mode == conformance && -n ${run_in_chroot:-} ]]; then
+        # --update rewrote the list inside the chroot's copy: bring it back.
+        local list="tests/conformance/expected/${base}.txt"
+        if [[ -f $CHROOT/ferroloop/$list ]] && ! cmp -s "$CHROOT/ferroloop/$list" "$project/$list"; then
+            cp "$CHROOT/ferroloop/$list" "$project/$list"
+            log "copied $list back from the chroot"
+        fi
     fi
     return $rc
 }

@@ -230,6 +230,8 @@ def test_borrowed_asyncio_methods_exist():
     """Every method ferroloop takes from asyncio by name is there on this Python, and what it
     was taken from still defines it (a rename upstream must fail here, not in a user's
     program)."""
+    from asyncio import base_events
+
     import ferroloop
     from ferroloop import _net, _unix
 
@@ -238,6 +240,11 @@ def test_borrowed_asyncio_methods_exist():
             for name in names:
                 assert name in cls.__dict__, f"{cls.__qualname__}.{name} is gone"
                 assert getattr(ferroloop.Loop, name) is cls.__dict__[name]
+    # Taken with some of their module's names pointed at ferroloop's classes: still the running
+    # version's code.
+    for name in ("start_tls", "_sendfile_fallback"):
+        ours = getattr(ferroloop.Loop, name)
+        assert ours.__code__ is base_events.BaseEventLoop.__dict__[name].__code__
 
 
 def test_private_asyncio_names_ferroloop_calls_exist():

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import os
 import socket
+import types
 from asyncio import base_events, constants, log, selector_events, tasks, unix_events
 from functools import partial
 
 from ._ferroloop import LoopCore, _sock_recv_into_nowait, _sock_recv_nowait
 
 try:
-    import ssl
     from ssl import SSLSocket as _SSLSocket
 except ImportError:  # Python built without ssl
-    ssl = None
     _SSLSocket = None
 from ._sslproto import SSLProtocol
 from ._transports import SocketTransport
@@ -198,86 +197,8 @@ class NetworkMixin:
         )
         return ssl_protocol._app_transport
 
-    async def start_tls(
-        self,
-        transport,
-        protocol,
-        sslcontext,
-        *,
-        server_side=False,
-        server_hostname=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-    ):
-        """Upgrade transport to TLS.
-
-        Return a new transport that *protocol* should start using immediately.
-        """
-        # asyncio's (the same in 3.11-3.13), with our TLS protocol.
-        if ssl is None:
-            raise RuntimeError("Python ssl module is not available")
-        if not isinstance(sslcontext, ssl.SSLContext):
-            raise TypeError(
-                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
-            )
-        if not getattr(transport, "_start_tls_compatible", False):
-            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
-
-        waiter = self.create_future()
-        ssl_protocol = SSLProtocol(
-            self,
-            protocol,
-            sslcontext,
-            waiter,
-            server_side,
-            server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout,
-            call_connection_made=False,
-        )
-        # Pause early so that the TLS protocol gets no data before connection_made().
-        transport.pause_reading()
-        transport.set_protocol(ssl_protocol)
-        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
-        resume_cb = self.call_soon(transport.resume_reading)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            conmade_cb.cancel()
-            resume_cb.cancel()
-            raise
-        return ssl_protocol._app_transport
-
     # _add_reader, _add_writer (with 3.15's `context=`), _remove_reader and _remove_writer are
     # LoopCore's: the public methods without their transport check, which the callers have made.
-
-    async def _sendfile_fallback(self, transp, file, offset, count):
-        # asyncio's loop.sendfile() fallback (read blocks in the executor, write them with flow
-        # control), with the protocol above.
-        if offset:
-            file.seek(offset)
-        blocksize = min(count, 16384) if count else 16384
-        buf = bytearray(blocksize)
-        total_sent = 0
-        proto = _SendfileFallbackProtocol(transp)
-        try:
-            while True:
-                if count:
-                    blocksize = min(count - total_sent, blocksize)
-                    if blocksize <= 0:
-                        return total_sent
-                view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)
-                if not read:
-                    return total_sent  # EOF
-                await proto.drain()
-                transp.write(view[:read])
-                total_sent += read
-        finally:
-            if total_sent > 0 and hasattr(file, "seek"):
-                file.seek(offset + total_sent)
-            await proto.restore()
 
     # -- the sock_* methods on the per-request path ---------------------------------------------
     # asyncio's code with the per-call overhead taken out (each runs once per read or write of
@@ -437,4 +358,26 @@ def borrow(target, table):
             setattr(target, name, cls.__dict__[name])
 
 
+def retarget(func, **names):
+    """asyncio's function ``func``, the running version's code, with the module-level names it
+    looks up replaced by ``names`` (the rest of its module's globals as they are now)."""
+    namespace = dict(func.__globals__)
+    namespace.update(names)
+    new = types.FunctionType(
+        func.__code__, namespace, func.__name__, func.__defaults__, func.__closure__
+    )
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    return new
+
+
 borrow(NetworkMixin, _BORROWED)
+# asyncio's, creating our TLS protocol (start_tls's `sslproto.SSLProtocol`) and our sendfile
+# fallback protocol: asyncio's checks `isinstance(transp, transports._FlowControlMixin)`.
+NetworkMixin.start_tls = retarget(
+    _BASE.start_tls, sslproto=types.SimpleNamespace(SSLProtocol=SSLProtocol)
+)
+NetworkMixin._sendfile_fallback = retarget(
+    _BASE._sendfile_fallback, _SendfileFallbackProtocol=_SendfileFallbackProtocol
+)
