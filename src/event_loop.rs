@@ -52,6 +52,9 @@ static TASKS_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FUTURES_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SET_TASK_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The running asyncio makes `call_soon_threadsafe` handles that another thread cannot cancel
+/// while they run (`events._ThreadSafeHandle`, 3.14): see `handles::RunLock`.
+static THREADSAFE_HANDLES: PyOnceLock<bool> = PyOnceLock::new();
 
 /// What `create_task` takes and hands to a task factory, which changed within 3.13
 /// (gh-128307, gh-133745).
@@ -83,7 +86,7 @@ struct Poller {
     events: Events,
 }
 
-fn current_thread() -> u64 {
+pub(crate) fn current_thread() -> u64 {
     // SAFETY: pthread_self has no preconditions. Its value is what threading.get_ident() returns
     // on Linux, which asyncio compares against in its thread checks.
     unsafe { libc::pthread_self() as u64 }
@@ -708,9 +711,15 @@ impl LoopCore {
             (me.debug, inbox)
         };
         check_callback(&callback, "call_soon_threadsafe", debug)?;
+        let py = slf.py();
         // Not from the pool, which belongs to the loop's thread.
-        let handle =
-            Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)?;
+        let handle = Handle::new_plain(py, callback, args, context, slf.as_any(), debug, None)?;
+        if *THREADSAFE_HANDLES.get_or_try_init(py, || {
+            py.import("asyncio.events")?
+                .hasattr(intern!(py, "_ThreadSafeHandle"))
+        })? {
+            handle.try_borrow_mut()?.run_lock = Some(Arc::default());
+        }
         match inbox {
             Some(inbox) => inbox.push(handle.clone().unbind()).map_err(os_error)?,
             None => slf

@@ -12,6 +12,8 @@
 //! Handles are collected by the cyclic GC (`__traverse__`/`__clear__`): a very common pattern,
 //! `self._timer = loop.call_later(t, self._on_timeout)`, makes a cycle through the handle.
 
+use std::sync::{Arc, Condvar, Mutex};
+
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::intern;
@@ -20,7 +22,7 @@ use pyo3::pyclass::{CompareOp, PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::event_loop::LoopCore;
+use crate::event_loop::{current_thread, LoopCore};
 
 static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -78,6 +80,63 @@ pub struct Handle {
     /// Timer handles only: the deadline, and whether the handle still sits in the timer heap.
     pub(crate) when: f64,
     pub(crate) scheduled: bool,
+    /// Handles of `call_soon_threadsafe` where asyncio has `events._ThreadSafeHandle` (3.14).
+    pub(crate) run_lock: Option<Arc<RunLock>>,
+}
+
+/// What 3.14's `events._ThreadSafeHandle` guarantees with the RLock it holds around `_run`,
+/// `cancel` and `cancelled`: another thread that cancels the handle, or asks whether it is
+/// cancelled, while its callback runs waits until the callback has returned; the loop's own thread
+/// (a callback cancelling itself) does not wait.
+#[derive(Default)]
+pub(crate) struct RunLock {
+    /// The thread running the callback; 0 while it is not running.
+    running: Mutex<u64>,
+    finished: Condvar,
+}
+
+impl RunLock {
+    fn running(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits, without the GIL, until no other thread runs the callback. Returns with the GIL held
+    /// and the callback not running elsewhere: it can only start again under the GIL.
+    pub(crate) fn wait_idle(&self, py: Python<'_>) {
+        let me = current_thread();
+        let busy = |t: u64| t != 0 && t != me;
+        if !busy(*self.running()) {
+            return;
+        }
+        py.detach(|| {
+            let mut running = self.running();
+            while busy(*running) {
+                running = self
+                    .finished
+                    .wait(running)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        });
+    }
+}
+
+/// Marks the callback as running for as long as it lives (also through an error).
+struct Running(Arc<RunLock>);
+
+impl Running {
+    fn begin(lock: Arc<RunLock>) -> Running {
+        *lock.running() = current_thread();
+        Running(lock)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        *self.0.running() = 0;
+        self.0.finished.notify_all();
+    }
 }
 
 /// A callback scheduled for a deadline.
@@ -118,6 +177,7 @@ impl Handle {
             cancelled: false,
             when: when.unwrap_or(0.0),
             scheduled: false,
+            run_lock: None,
         })
     }
 
@@ -158,6 +218,7 @@ impl Handle {
     ) {
         self.cancelled = false;
         self.scheduled = false;
+        self.run_lock = None;
         (
             self.callback.take(),
             self.args.take(),
@@ -221,6 +282,15 @@ impl Handle {
             info.insert(if cancelled { 2 } else { 1 }, format!("when={when}"));
         }
         Ok(info)
+    }
+
+    /// A thread-safe handle's callback is not running on another thread (see `RunLock`).
+    fn wait_idle(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let lock = slf.try_borrow()?.run_lock.clone();
+        if let Some(lock) = lock {
+            lock.wait_idle(slf.py());
+        }
+        Ok(())
     }
 
     /// asyncio's `Handle.cancel()` (and `TimerHandle.cancel()`, which also tells the loop's timer
@@ -316,18 +386,22 @@ fn call_in_context(
 /// handler. Only `KeyboardInterrupt`, `SystemExit` and a failing exception handler come back as
 /// errors, to leave `run_forever`.
 pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
-    let (callback, args, context) = {
+    let (callback, args, context, run_lock) = {
         let h = handle.try_borrow()?;
         if h.cancelled {
             return Ok(());
         }
         match (&h.callback, &h.args, &h.context) {
-            (Some(cb), Some(args), Some(ctx)) => {
-                (cb.clone_ref(py), args.clone_ref(py), ctx.clone_ref(py))
-            }
+            (Some(cb), Some(args), Some(ctx)) => (
+                cb.clone_ref(py),
+                args.clone_ref(py),
+                ctx.clone_ref(py),
+                h.run_lock.clone(),
+            ),
             _ => return Ok(()),
         }
     };
+    let _running = run_lock.map(Running::begin);
     match call_in_context(py, &callback, &args, &context) {
         Ok(()) => Ok(()),
         Err(err) if is_fatal(py, &err) => Err(err),
@@ -372,11 +446,13 @@ fn report_callback_error(
 #[pymethods]
 impl Handle {
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::wait_idle(slf)?;
         Self::cancel_handle(slf)
     }
 
-    fn cancelled(&self) -> bool {
-        self.cancelled
+    fn cancelled(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        Self::wait_idle(slf)?;
+        Ok(slf.try_borrow()?.cancelled)
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {

@@ -31,17 +31,20 @@ shell=0
 mode=default  # default | pytest | conformance | run
 versions=()
 extra_args=()
-while (($#)); do
-    case $1 in
-        --shell) shell=1 ;;
-        --) mode=pytest; shift; extra_args=("$@"); break ;;
-        --conformance) mode=conformance; shift; extra_args=("$@"); break ;;
-        --run) mode=run; shift; extra_args=("$@"); break ;;
-        *) versions+=("$1") ;;
-    esac
-    shift
-done
-((${#versions[@]})) || versions=(3.12 3.13 3.14 3.15)
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --shell) shell=1 ;;
+            --) mode=pytest; shift; extra_args=("$@"); break ;;
+            --conformance) mode=conformance; shift; extra_args=("$@"); break ;;
+            --run) mode=run; shift; extra_args=("$@"); break ;;
+            *) versions+=("$1") ;;
+        esac
+        shift
+    done
+    ((${#versions[@]})) || versions=(3.12 3.13 3.14 3.15)
+}
 
 log() { echo "pythons: $*"; }
 
@@ -111,6 +114,9 @@ chroot_enter() {
     # What the tests need inside: /proc (fd counting, pidfds), /dev and a devpts (ptys, /dev/null),
     # the host's name resolution and CA bundle (pip talks to the registry as the host does).
     [[ -n ${mounted[*]:-} ]] && return 0
+    # One run at a time: each refreshes the chroot's copy of the tree and its mounts.
+    exec 9>"$CHROOT.lock"
+    flock 9
     chroot_create
     cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
     local ca=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
@@ -132,7 +138,8 @@ chroot_enter() {
 }
 
 in_chroot() {
-    chroot "$CHROOT" env HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TMPDIR=/tmp \
+    # PIP_FIND_LINKS and the like may name host paths the chroot does not have.
+    chroot "$CHROOT" env -u PIP_FIND_LINKS HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TMPDIR=/tmp \
         CARGO_TARGET_DIR=/root/ferroloop-target "$@"
 }
 
@@ -195,11 +202,17 @@ run_version() {
     return $rc
 }
 
-for version in "${versions[@]}"; do
-    if ! run_version "$version"; then
-        log "Python $version: FAILED"
-        status=1
-    fi
-done
-unmount_all
-exit $status
+main() {
+    parse_args "$@"
+    for version in "${versions[@]}"; do
+        if ! run_version "$version"; then
+            log "Python $version: FAILED"
+            status=1
+        fi
+    done
+    unmount_all
+    return $status
+}
+
+# One line, read whole before it runs: editing this file while it runs cannot derail it.
+main "$@"; exit $?

@@ -784,6 +784,72 @@ def test_ferroloop_waitpid_thread_fallback(ferro, monkeypatch, err):
     assert_reaped([pid])
 
 
+@pytest.mark.parametrize("mechanism", ["pidfd", "thread"])
+def test_ferroloop_child_is_not_reaped_before_its_exit_is_published(ferro, monkeypatch, mechanism):
+    """Until proc.returncode is set the pid stays the (zombie) child's, so send_signal() can
+    never reach a process that reused it (gh-127049): the watcher thread waits without reaping,
+    and the loop's thread reaps and publishes in one step."""
+    if mechanism == "pidfd":
+        require_pidfd()
+    else:
+
+        def pidfd_open(pid, flags=0):
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+        monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec("sleep", "60")
+        proc.kill()
+        # The loop's thread is busy: the watcher sees the exit but cannot publish it yet.
+        time.sleep(0.5)
+        unpublished = proc.returncode
+        # Still a zombie: waitid(WNOWAIT) raises ChildProcessError once the pid was reaped.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        proc.send_signal(signal.SIGTERM)  # harmless: still our child's pid
+        return unpublished, await proc.wait(), proc.pid
+
+    unpublished, code, pid = run(ferro, main())
+    assert unpublished is None
+    assert code == -signal.SIGKILL
+    assert_reaped([pid])
+
+
+def test_ferroloop_pidfd_closed_when_waiting_fails(ferro, monkeypatch):
+    """The pidfd is closed even when waitid() on it fails with an unexpected error (which then
+    goes to the exception handler, as asyncio's _PidfdChildWatcher lets waitpid's out)."""
+    require_pidfd()
+    contexts = []
+    ferro.set_exception_handler(lambda loop, context: contexts.append(context))
+    real_waitid = os.waitid
+
+    async def main():
+        settle_fds()
+        before = fd_count()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdin.read()", stdin=PIPE
+        )
+
+        def waitid(idtype, ident, options):
+            if idtype == os.P_PIDFD:
+                raise OSError(errno.EIO, "unexpected")
+            return real_waitid(idtype, ident, options)
+
+        monkeypatch.setattr(os, "waitid", waitid)
+        proc.stdin.close()
+        await wait_until(lambda: contexts)
+        monkeypatch.undo()
+        os.waitpid(proc.pid, 0)
+        proc._transport._process_exited(0)
+        await proc.wait()
+        settle_fds()
+        return before, fd_count()
+
+    before, after = run(ferro, main())
+    assert before == after
+    assert isinstance(contexts[0]["exception"], OSError)
+
+
 def test_ferroloop_pidfd_open_failing_for_one_child_uses_a_thread(ferro, monkeypatch):
     """pidfd_open failing for another reason (here EMFILE) concerns that child only."""
     require_pidfd()

@@ -178,3 +178,105 @@ def test_threadsafe_on_closed_loop(loop):
     th.start()
     th.join()
     assert errors == ["Event loop is closed"]
+
+
+# 3.14's call_soon_threadsafe handles (events._ThreadSafeHandle): cancel() and cancelled() from
+# another thread wait while the callback runs; the loop's own thread does not wait.
+THREADSAFE_HANDLE_LOCK = hasattr(asyncio.events, "_ThreadSafeHandle")
+
+
+def _run_with_thread(loop, callback, in_thread):
+    """Schedule ``callback`` from a thread that then runs ``in_thread(handle, started)``;
+    returns what the thread returned, or raises what it raised."""
+    started = threading.Event()
+    outcome = {}
+
+    def wrapped(arg):
+        started.set()
+        callback(arg)
+
+    def thread():
+        try:
+            handle = loop.call_soon_threadsafe(wrapped, "hello")
+            started.wait(10)
+            outcome["result"] = in_thread(handle)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=thread)
+    th.start()
+    loop.run_forever()
+    th.join(10)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.mark.parametrize("method", ["cancel", "cancelled"])
+def test_threadsafe_handle_other_thread_waits_for_running_callback(loop, method):
+    finished = threading.Event()
+    results = []
+
+    def callback(arg):
+        results.append(arg)
+        time.sleep(0.3)
+        finished.set()
+
+    def in_thread(handle):
+        answer = getattr(handle, method)()
+        return answer, finished.is_set()
+
+    answer, finished_first = _run_with_thread(loop, callback, in_thread)
+    assert results == ["hello"]
+    assert answer is None if method == "cancel" else answer is False
+    if THREADSAFE_HANDLE_LOCK:
+        assert finished_first
+    else:
+        # Before 3.14 nothing waits: the answer comes while the callback sleeps.
+        assert not finished_first
+
+
+def test_threadsafe_handle_cancelled_by_itself_does_not_wait(loop):
+    handles = []
+    done = threading.Event()
+
+    def callback(arg):
+        # The loop's own thread: cancel() and cancelled() answer at once.
+        handles[0].cancel()
+        assert handles[0].cancelled()
+        done.set()
+
+    started = threading.Event()
+
+    def schedule():
+        handles.append(loop.call_soon_threadsafe(callback, "x"))
+        started.set()
+
+    th = threading.Thread(target=schedule)
+    th.start()
+    started.wait(10)
+    th.join(10)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert done.is_set()
+    assert handles[0].cancelled()
+
+
+def test_threadsafe_handle_cancelled_before_it_runs_does_not_run(loop):
+    ran = []
+    handle = None
+
+    def schedule():
+        nonlocal handle
+        handle = loop.call_soon_threadsafe(ran.append, 1)
+        handle.cancel()
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=schedule)
+    th.start()
+    th.join(10)
+    loop.run_forever()
+    assert ran == []
+    assert handle.cancelled()

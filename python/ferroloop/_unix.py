@@ -155,15 +155,23 @@ class _ChildWatcher:
         callback(pid, returncode, *args)
 
     def _wait_in_thread(self, pid, callback, args):
-        returncode = _reap(pid)
+        # The thread waits without reaping: the pid stays the child's until the loop's thread
+        # reaps it and publishes the exit in one step, so send_signal() can never reach a pid
+        # the kernel has handed to another process (gh-127049; the pidfd path does the same).
         try:
-            # The callback runs on the loop's thread, as the pidfd's does (3.14's
-            # _child_watcher_callback no longer hops there itself).
-            self._loop.call_soon_threadsafe(callback, pid, returncode, *args)
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped elsewhere already: _reap says so
+        try:
+            self._loop.call_soon_threadsafe(self._reap_and_notify, pid, callback, args)
         except RuntimeError:
+            _reap(pid)  # no zombie, whatever became of the loop
             if not self._loop.is_closed():
                 raise
             log.logger.warning("Loop %r that handles pid %r is closed", self._loop, pid)
+
+    def _reap_and_notify(self, pid, callback, args):
+        callback(pid, _reap(pid), *args)
 
     def close(self):
         """Stop watching. Children still running are reaped by a thread each when they exit
@@ -272,7 +280,10 @@ class UnixMixin:
                     pid,
                 )
                 returncode = 255
-        self._child_watcher_callback(pid, returncode, transp)
+        # At once, not in a later iteration as _child_watcher_callback does up to 3.13: the
+        # child is reaped by now, and until the exit is published send_signal() would signal its
+        # pid, which the kernel may have given to another process.
+        transp._process_exited(returncode)
 
     def _close_child_watcher(self):
         if self._child_watcher is not None:

@@ -280,13 +280,23 @@ def _last_frame(err) -> str:
 class StreamingResult(unittest.TestResult):
     """Writes one JSON record per finished test to ``out``."""
 
-    def __init__(self, out, planned: list[str], timeout: float) -> None:
+    def __init__(
+        self,
+        out,
+        planned: list[str],
+        timeout: float,
+        hangs: set[str] = frozenset(),
+        hangs_timeout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.out = out
         self.planned = planned
         self._current_test = None
         self._last_loops: dict[str, dict] = {}
         self.timeout = timeout
+        # Expected failures known to hang: killed sooner (run.py's HANGS_TAG).
+        self.hangs = hangs
+        self.hangs_timeout = hangs_timeout
         self.reported: set[str] = set()
         self._outcome: dict | None = None
         self._t0 = 0.0
@@ -295,8 +305,9 @@ class StreamingResult(unittest.TestResult):
         self.out.write(json.dumps(rec) + "\n")
         self.out.flush()
 
-    def _arm(self) -> None:
-        faulthandler.dump_traceback_later(self.timeout, exit=True, file=sys.stderr)
+    def _arm(self, test_id: str | None = None) -> None:
+        limit = self.hangs_timeout if test_id in self.hangs else self.timeout
+        faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
 
     def startTest(self, test):
         super().startTest(test)
@@ -307,7 +318,7 @@ class StreamingResult(unittest.TestResult):
         sys.stderr.write(f"\n=== START {tid}\n")
         sys.stderr.flush()
         self._emit({"e": "start", "id": tid})
-        self._arm()
+        self._arm(tid)
 
     def stopTest(self, test):
         super().stopTest(test)
@@ -441,6 +452,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="JSON file: list of test ids to run (retries)")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--keep-test-loops", action="store_true")
+    ap.add_argument("--hangs", help="JSON file: test ids that hang (killed after --hangs-timeout)")
+    ap.add_argument("--hangs-timeout", type=float, default=3.0)
     args = ap.parse_args(argv)
 
     # Covers the imports too; re-armed at every test boundary.
@@ -467,7 +480,8 @@ def main(argv=None) -> int:
     out.write(json.dumps({"e": "collected", "ids": collected, "pid": os.getpid(), **info}) + "\n")
     out.flush()
 
-    result = StreamingResult(out, [t.id() for t in tests], args.timeout)
+    hangs = set(json.load(open(args.hangs))) if args.hangs else set()
+    result = StreamingResult(out, [t.id() for t in tests], args.timeout, hangs, args.hangs_timeout)
     result._arm()
     RobustSuite(tests).run(result)
     faulthandler.cancel_dump_traceback_later()
