@@ -20,7 +20,7 @@
 //! are parked in `graveyard` and released after it. A violation surfaces as a `RuntimeError`
 //! ("Already borrowed"), never as undefined behaviour.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,22 @@ use crate::transport::SocketTransportCore;
 
 /// How many emptied handles the loop keeps for reuse.
 const HANDLE_POOL_SIZE: usize = 512;
+
+/// The most thread-safe calls one iteration takes from the inbox: a flood from other threads
+/// waits for later iterations instead of making this one longer, so timers and I/O keep their
+/// turn (asyncio's iteration runs what was ready when it started; its producers are slower).
+const INBOX_BUDGET: usize = 1024;
+
+/// A `call_soon_threadsafe` that finds more than this many calls waiting for the loop pauses for
+/// `BACKLOG_PAUSE` without the GIL (see `call_soon_threadsafe`).
+const INBOX_BACKLOG: usize = 8 * INBOX_BUDGET;
+const BACKLOG_PAUSE: Duration = Duration::from_micros(50);
+
+/// While callbacks are waiting, the loop polls for I/O only when its last poll is this old
+/// (seconds), not every iteration: a zero-timeout `epoll_wait` per iteration is most of the cost
+/// of a `call_soon` chain. It bounds the delay the loop adds before it sees I/O while busy, on
+/// top of the callbacks of the iteration running when the I/O arrived.
+const POLL_INTERVAL: f64 = 100e-6;
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`.
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -204,6 +220,10 @@ pub struct LoopCore {
     /// The thread running the loop (asyncio's `_thread_id`), `None` when not running.
     thread_id: Option<u64>,
     clock_resolution: f64,
+    /// When the reactor was last polled (`clock::monotonic`), for `POLL_INTERVAL`.
+    last_poll: f64,
+    /// The thread that made the loop (see `call_soon_threadsafe`).
+    creator_thread: u64,
 }
 
 impl LoopCore {
@@ -457,78 +477,112 @@ impl LoopCore {
         Ok(Some(old))
     }
 
+    /// Queues the watchers of the fds `poller` found ready, as asyncio's `_process_events`.
+    fn queue_events(&mut self, py: Python<'_>, poller: &mut Poller) {
+        for ev in poller.events.iter() {
+            let mut stale = false;
+            for (ready, map, write) in [
+                (ev.readable, &mut self.readers, false),
+                (ev.writable, &mut self.writers, true),
+            ] {
+                if !ready {
+                    continue;
+                }
+                match map.get(&ev.fd) {
+                    // As asyncio's _process_events: a cancelled watcher is unregistered.
+                    Some(Watcher::Handle(h)) if is_cancelled(py)(h) => {
+                        if let Some(Watcher::Handle(h)) = map.remove(&ev.fd) {
+                            self.graveyard.push(h);
+                        }
+                        stale = true;
+                    }
+                    Some(w) => self.ready.push_back(w.ready(py, write)),
+                    None => stale = true,
+                }
+            }
+            if stale {
+                // The registration no longer matches the watchers (a cancelled one, or one
+                // removed from another thread while we polled): fix it, or a level-triggered
+                // fd would wake every poll.
+                let want = Interest {
+                    read: self.readers.contains_key(&ev.fd),
+                    write: self.writers.contains_key(&ev.fd),
+                };
+                if poller.reactor.interest(ev.fd) != want {
+                    let _ = poller.reactor.set_interest(ev.fd, want);
+                }
+            }
+        }
+    }
+
     /// One iteration; see the module docs.
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (mut poller, timeout) = {
+        let mut budget = INBOX_BUDGET;
+        let mut now = clock::monotonic();
+        let poll = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
             if let Some(inbox) = &me.inbox {
-                inbox.drain_into(&mut me.ready);
+                budget -= inbox.drain_into(&mut me.ready, budget);
             }
-            let timeout = if !me.ready.is_empty() || me.stopping {
-                Some(Duration::ZERO)
+            if !me.ready.is_empty() || me.stopping {
+                // Callbacks are waiting: a poll can only add I/O to them, and it costs a
+                // syscall. Skip it unless the last one is POLL_INTERVAL old, or this is the last
+                // iteration before run_forever returns: I/O ready by then is seen before the
+                // loop stops, as asyncio's loop, which polls every iteration, sees it.
+                if now - me.last_poll < POLL_INTERVAL && !me.stopping {
+                    None
+                } else {
+                    Some(Some(Duration::ZERO))
+                }
             } else {
-                me.timers
-                    .next_deadline(is_cancelled(py), &mut me.graveyard)
-                    .map(|when| {
-                        let secs = when - clock::monotonic();
-                        // Written so NaN (a NaN deadline) gives 0, as asyncio's max(0, ...).
-                        if secs > 0.0 {
-                            Duration::from_secs_f64(secs.min(MAXIMUM_SELECT_TIMEOUT))
-                        } else {
-                            Duration::ZERO
-                        }
-                    })
-            };
-            let poller = me.poller.take().ok_or_else(closed_error)?;
-            (poller, timeout)
+                Some(
+                    me.timers
+                        .next_deadline(is_cancelled(py), &mut me.graveyard)
+                        .map(|when| {
+                            let secs = when - now;
+                            // Written so NaN (a NaN deadline) gives 0, as asyncio's max(0, ...).
+                            if secs > 0.0 {
+                                Duration::from_secs_f64(secs.min(MAXIMUM_SELECT_TIMEOUT))
+                            } else {
+                                Duration::ZERO
+                            }
+                        }),
+                )
+            }
+            .map(|timeout| {
+                me.poller
+                    .take()
+                    .ok_or_else(closed_error)
+                    .map(|p| (p, timeout))
+            })
+            .transpose()?
         };
-        let polled = if timeout == Some(Duration::ZERO) {
-            poller.reactor.poll(&mut poller.events, timeout)
-        } else {
-            let p = &mut *poller;
-            py.detach(|| p.reactor.poll(&mut p.events, timeout))
+        let did_poll = poll.is_some();
+        let polled = match poll {
+            None => Ok(()),
+            Some((mut poller, timeout)) => {
+                let polled = if timeout == Some(Duration::ZERO) {
+                    poller.reactor.poll(&mut poller.events, timeout)
+                } else {
+                    let p = &mut *poller;
+                    py.detach(|| p.reactor.poll(&mut p.events, timeout))
+                };
+                let mut me = slf.try_borrow_mut()?;
+                me.queue_events(py, &mut poller);
+                me.poller = Some(poller);
+                polled
+            }
         };
         {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
-            for ev in poller.events.iter() {
-                let mut stale = false;
-                for (ready, map, write) in [
-                    (ev.readable, &mut me.readers, false),
-                    (ev.writable, &mut me.writers, true),
-                ] {
-                    if !ready {
-                        continue;
-                    }
-                    match map.get(&ev.fd) {
-                        // As asyncio's _process_events: a cancelled watcher is unregistered.
-                        Some(Watcher::Handle(h)) if is_cancelled(py)(h) => {
-                            if let Some(Watcher::Handle(h)) = map.remove(&ev.fd) {
-                                me.graveyard.push(h);
-                            }
-                            stale = true;
-                        }
-                        Some(w) => me.ready.push_back(w.ready(py, write)),
-                        None => stale = true,
-                    }
-                }
-                if stale {
-                    // The registration no longer matches the watchers (a cancelled one, or one
-                    // removed from another thread while we polled): fix it, or a level-triggered
-                    // fd would wake every poll.
-                    let want = Interest {
-                        read: me.readers.contains_key(&ev.fd),
-                        write: me.writers.contains_key(&ev.fd),
-                    };
-                    if poller.reactor.interest(ev.fd) != want {
-                        let _ = poller.reactor.set_interest(ev.fd, want);
-                    }
-                }
+            if did_poll {
+                now = clock::monotonic();
+                me.last_poll = now;
             }
-            me.poller = Some(poller);
-            let end_time = clock::monotonic() + me.clock_resolution;
+            let end_time = now + me.clock_resolution;
             let before = me.ready.len();
             me.timers
                 .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
@@ -540,7 +594,7 @@ impl LoopCore {
                 }
             }
             if let Some(inbox) = &me.inbox {
-                inbox.drain_into(&mut me.ready);
+                inbox.drain_into(&mut me.ready, budget);
             }
         }
         Self::bury(slf)?;
@@ -559,7 +613,50 @@ impl LoopCore {
             std::mem::swap(&mut batch, &mut me.ready);
             (batch, me.debug)
         };
-        let mut outcome = Ok(());
+        let outcome = Self::run_batch(slf, &mut batch, debug);
+        slf.try_borrow_mut()?.spare = batch;
+        outcome?;
+        if !did_poll && slf.try_borrow()?.stopping {
+            Self::run_ready_io(slf, debug)?;
+        }
+        py.check_signals()
+    }
+
+    /// The last iteration before `run_forever` returns skipped its poll: poll now and run the
+    /// I/O callbacks it finds, as asyncio's last iteration, which polled, would have run them.
+    /// Without this, I/O ready before the loop stops (a peer's reset that the program's next
+    /// line checks for) would wait for the next `run_*` call.
+    #[cold]
+    fn run_ready_io(slf: &Bound<'_, Self>, debug: bool) -> PyResult<()> {
+        let py = slf.py();
+        let mut poller = match slf.try_borrow_mut()?.poller.take() {
+            Some(poller) => poller,
+            None => return Ok(()),
+        };
+        let polled = poller
+            .reactor
+            .poll(&mut poller.events, Some(Duration::ZERO));
+        let mut io = {
+            let mut me = slf.try_borrow_mut()?;
+            let before = me.ready.len();
+            me.queue_events(py, &mut poller);
+            me.poller = Some(poller);
+            me.last_poll = clock::monotonic();
+            me.ready.split_off(before)
+        };
+        Self::bury(slf)?;
+        if let Err(err) = polled {
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(os_error(err));
+            }
+        }
+        Self::run_batch(slf, &mut io, debug)
+    }
+
+    /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
+    /// put back at the front of the ready queue, as asyncio pops handles one at a time.
+    fn run_batch(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>, debug: bool) -> PyResult<()> {
+        let py = slf.py();
         while let Some(item) = batch.pop_front() {
             let result = match item {
                 Ready::Handle(handle) => {
@@ -576,21 +673,14 @@ impl LoopCore {
                 Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
             };
             if let Err(err) = result {
-                outcome = Err(err);
-                break;
+                let mut me = slf.try_borrow_mut()?;
+                while let Some(h) = batch.pop_back() {
+                    me.ready.push_front(h);
+                }
+                return Err(err);
             }
         }
-        let mut me = slf.try_borrow_mut()?;
-        if outcome.is_err() {
-            // asyncio pops handles one at a time, so what did not run stays ready.
-            while let Some(h) = batch.pop_back() {
-                me.ready.push_front(h);
-            }
-        }
-        me.spare = batch;
-        drop(me);
-        outcome?;
-        py.check_signals()
+        Ok(())
     }
 
     #[cold]
@@ -636,6 +726,8 @@ impl LoopCore {
             debug: false,
             thread_id: None,
             clock_resolution: clock::resolution(),
+            last_poll: f64::NEG_INFINITY,
+            creator_thread: current_thread(),
         })
     }
 
@@ -701,14 +793,21 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let (debug, inbox) = {
+        let (debug, inbox, foreign) = {
             let me = slf.try_borrow()?;
             me.check_closed()?;
+            let here = current_thread();
             let inbox = match me.thread_id {
-                Some(t) if t != current_thread() => me.inbox.clone(),
+                Some(t) if t != here => me.inbox.clone(),
                 _ => None,
             };
-            (me.debug, inbox)
+            // Not running: a call from a thread other than the loop's creator still comes from
+            // a producer thread (the loop will run there, most likely).
+            (
+                me.debug,
+                inbox,
+                me.thread_id.is_none() && here != me.creator_thread,
+            )
         };
         check_callback(&callback, "call_soon_threadsafe", debug)?;
         let py = slf.py();
@@ -720,12 +819,24 @@ impl LoopCore {
         })? {
             handle.try_borrow_mut()?.run_lock = Some(Arc::default());
         }
-        match inbox {
+        let backlog = match inbox {
             Some(inbox) => inbox.push(handle.clone().unbind()).map_err(os_error)?,
-            None => slf
-                .try_borrow_mut()?
-                .ready
-                .push_back(Ready::Handle(handle.clone().unbind())),
+            None => {
+                let mut me = slf.try_borrow_mut()?;
+                me.ready.push_back(Ready::Handle(handle.clone().unbind()));
+                if foreign {
+                    me.ready.len()
+                } else {
+                    0
+                }
+            }
+        };
+        if backlog > INBOX_BACKLOG {
+            // The loop is far behind: step off the GIL for a moment so other threads, the
+            // loop's among them, get it. Threads that never release the GIL would otherwise keep
+            // the loop from running at all (the stock loop's producers release it at every call,
+            // in the send() that wakes the loop), and the backlog would grow without bound.
+            py.detach(|| std::thread::sleep(BACKLOG_PAUSE));
         }
         Ok(handle)
     }
@@ -759,9 +870,10 @@ impl LoopCore {
     }
 
     // The internal interface asyncio's own transports and networking methods call (see
-    // ferroloop._net): the native methods without the Python subclass's check for an fd owned by
-    // a live transport, which those callers have made. `context` is 3.15's: the callback runs in
-    // it rather than in a copy of the current context.
+    // ferroloop._net, which also makes _remove_reader/_remove_writer the native public methods):
+    // without the Python subclass's check for an fd owned by a live transport, which those
+    // callers have made. `context` is 3.15's: the callback runs in it rather than in a copy of
+    // the current context.
 
     #[pyo3(signature = (fd, callback, *args, context=None))]
     fn _add_reader(
@@ -783,14 +895,6 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         Self::add_watcher(slf, fd, callback, args, context, true)
-    }
-
-    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Self::remove_watcher(slf, fd, false)
-    }
-
-    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Self::remove_watcher(slf, fd, true)
     }
 
     /// `asyncio.Future(loop=self)`. The class is looked up on `asyncio.futures` at each call, as

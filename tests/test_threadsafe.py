@@ -280,3 +280,121 @@ def test_threadsafe_handle_cancelled_before_it_runs_does_not_run(loop):
     loop.run_forever()
     assert ran == []
     assert handle.cancelled()
+
+
+# -- fair under floods ---------------------------------------------------------------------------
+
+
+def _flood(loop, threads=8):
+    """Start `threads` threads posting no-op callbacks as fast as they can; returns a stop()."""
+    stop = threading.Event()
+
+    def noop():
+        pass
+
+    def flood():
+        while not stop.is_set():
+            try:
+                loop.call_soon_threadsafe(noop)
+            except RuntimeError:  # the loop was closed
+                return
+
+    workers = [threading.Thread(target=flood) for _ in range(threads)]
+    for w in workers:
+        w.start()
+
+    def finish():
+        stop.set()
+        for w in workers:
+            w.join(10)
+
+    return finish
+
+
+def test_timer_fires_on_time_under_a_threadsafe_flood(loop):
+    """Threads flooding call_soon_threadsafe must not delay a timer far beyond its time: each
+    iteration takes a bounded share of the inbox, and producers far ahead yield the GIL."""
+    finish = _flood(loop)
+    try:
+        t0 = time.monotonic()
+        fired = []
+        loop.call_later(0.05, lambda: (fired.append(time.monotonic() - t0), loop.stop()))
+        loop.run_forever()
+    finally:
+        finish()
+    assert 0.05 <= fired[0] <= 0.5
+
+
+def test_run_stop_close_under_a_threadsafe_flood(new_loop):
+    for _ in range(20):
+        lp = new_loop()
+        finish = _flood(lp)
+        t0 = time.monotonic()
+        try:
+            lp.call_later(0.01, lp.stop)
+            lp.run_forever()
+            lp.close()
+        finally:
+            finish()
+        assert time.monotonic() - t0 <= 1.0
+
+
+def test_io_is_seen_while_a_callback_reschedules_itself_forever(loop):
+    """A call_soon chain that never ends keeps the ready queue full: the loop must still poll
+    for I/O (ferroloop: at least every 100 µs of callbacks)."""
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    spins = 0
+
+    def spin():
+        nonlocal spins
+        spins += 1
+        loop.call_soon(spin)
+
+    def readable():
+        loop.remove_reader(a)
+        loop.stop()
+
+    try:
+        loop.call_soon(spin)
+        loop.add_reader(a, readable)
+        loop.call_later(0.02, b.send, b"x")
+        t0 = time.monotonic()
+        loop.run_forever()
+        elapsed = time.monotonic() - t0
+    finally:
+        a.close()
+        b.close()
+    assert spins > 10
+    assert elapsed < 0.5
+
+
+def test_io_ready_when_the_loop_stops_is_handled_before_it_returns(loop):
+    """The loop may skip polls while callbacks are queued, but not across the end of a run: a
+    peer's close that arrived before run_until_complete returns has been seen by then, as the
+    stock loop (which polls every iteration) sees it."""
+    import socket
+
+    class Proto(asyncio.Protocol):
+        lost = False
+
+        def connection_lost(self, exc):
+            self.lost = True
+
+    a, b = socket.socketpair()
+    tr, pr = loop.run_until_complete(loop.connect_accepted_socket(Proto, a))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    fut = loop.create_future()
+
+    def close_peer():
+        b.close()  # the EOF is in the kernel at once; the next iterations end the run
+        loop.call_soon(fut.set_result, None)
+
+    loop.call_soon(close_peer)
+    loop.run_until_complete(fut)
+    assert tr.is_closing()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert pr.lost
