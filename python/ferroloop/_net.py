@@ -197,8 +197,11 @@ class NetworkMixin:
         )
         return ssl_protocol._app_transport
 
-    # _add_reader, _add_writer (with 3.15's `context=`), _remove_reader and _remove_writer are
-    # LoopCore's: the public methods without their transport check, which the callers have made.
+    # The internal interface: LoopCore's methods without the transport check of Loop's public
+    # ones, which the callers have made (_add_reader and _add_writer, which take 3.15's
+    # `context=`, are LoopCore's own).
+    _remove_reader = LoopCore.remove_reader
+    _remove_writer = LoopCore.remove_writer
 
     # -- the sock_* methods on the per-request path ---------------------------------------------
     # asyncio's code with the per-call overhead taken out (each runs once per read or write of
