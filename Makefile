@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 .PHONY: test test-rust test-python test-conformance test-pythons test-dbg lint format bench demo
 
-test: lint test-rust test-python test-conformance test-pythons
+test: lint test-rust test-python test-conformance test-pythons test-dbg
 
 test-rust:
 	cargo test -p ferroloop-core
