@@ -6,9 +6,11 @@
 //! matching asyncio line by line matters more than speed.
 //!
 //! ## One iteration (asyncio's `_run_once`)
-//! 1. Move thread-safe calls from the inbox to the ready queue.
+//! 1. Move thread-safe calls from the inbox to the ready queue (at most `INBOX_BUDGET`).
 //! 2. Poll: timeout 0 when something is ready or the loop is stopping, else until the nearest
-//!    live timer, else forever. The GIL is released only when the poll can block.
+//!    live timer, else forever. The GIL is released only when the poll can block. A zero-timeout
+//!    poll with no fd watched is skipped: it could only report the waker, and the inbox is read
+//!    without it.
 //! 3. Queue the handles of ready fds, then expired timers (deadline < now + clock resolution).
 //! 4. Run exactly the handles that were ready at that point; what they schedule waits for the next
 //!    iteration.
@@ -53,12 +55,6 @@ const INBOX_BUDGET: usize = 1024;
 /// `BACKLOG_PAUSE` without the GIL (see `call_soon_threadsafe`).
 const INBOX_BACKLOG: usize = 8 * INBOX_BUDGET;
 const BACKLOG_PAUSE: Duration = Duration::from_micros(50);
-
-/// While callbacks are waiting, the loop polls for I/O only when its last poll is this old
-/// (seconds), not every iteration: a zero-timeout `epoll_wait` per iteration is most of the cost
-/// of a `call_soon` chain. It bounds the delay the loop adds before it sees I/O while busy, on
-/// top of the callbacks of the iteration running when the I/O arrived.
-const POLL_INTERVAL: f64 = 100e-6;
 
 /// asyncio's `MAXIMUM_SELECT_TIMEOUT`.
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -220,8 +216,6 @@ pub struct LoopCore {
     /// The thread running the loop (asyncio's `_thread_id`), `None` when not running.
     thread_id: Option<u64>,
     clock_resolution: f64,
-    /// When the reactor was last polled (`clock::monotonic`), for `POLL_INTERVAL`.
-    last_poll: f64,
     /// The thread that made the loop (see `call_soon_threadsafe`).
     creator_thread: u64,
 }
@@ -527,11 +521,12 @@ impl LoopCore {
                 budget -= inbox.drain_into(&mut me.ready, budget);
             }
             if !me.ready.is_empty() || me.stopping {
-                // Callbacks are waiting: a poll can only add I/O to them, and it costs a
-                // syscall. Skip it unless the last one is POLL_INTERVAL old, or this is the last
-                // iteration before run_forever returns: I/O ready by then is seen before the
-                // loop stops, as asyncio's loop, which polls every iteration, sees it.
-                if now - me.last_poll < POLL_INTERVAL && !me.stopping {
+                // Callbacks are waiting, so the poll cannot block. With no fd watched it could
+                // find nothing but the waker, whose thread-safe calls the inbox hands over
+                // without it: skip the syscall (most of the cost of a call_soon chain). With fds
+                // watched, poll every iteration as asyncio does: programs rely on one iteration
+                // (`await asyncio.sleep(0)`) letting I/O that is ready be handled.
+                if me.readers.is_empty() && me.writers.is_empty() {
                     None
                 } else {
                     Some(Some(Duration::ZERO))
@@ -580,7 +575,6 @@ impl LoopCore {
             let me = &mut *me;
             if did_poll {
                 now = clock::monotonic();
-                me.last_poll = now;
             }
             let end_time = now + me.clock_resolution;
             let before = me.ready.len();
@@ -616,41 +610,7 @@ impl LoopCore {
         let outcome = Self::run_batch(slf, &mut batch, debug);
         slf.try_borrow_mut()?.spare = batch;
         outcome?;
-        if !did_poll && slf.try_borrow()?.stopping {
-            Self::run_ready_io(slf, debug)?;
-        }
         py.check_signals()
-    }
-
-    /// The last iteration before `run_forever` returns skipped its poll: poll now and run the
-    /// I/O callbacks it finds, as asyncio's last iteration, which polled, would have run them.
-    /// Without this, I/O ready before the loop stops (a peer's reset that the program's next
-    /// line checks for) would wait for the next `run_*` call.
-    #[cold]
-    fn run_ready_io(slf: &Bound<'_, Self>, debug: bool) -> PyResult<()> {
-        let py = slf.py();
-        let mut poller = match slf.try_borrow_mut()?.poller.take() {
-            Some(poller) => poller,
-            None => return Ok(()),
-        };
-        let polled = poller
-            .reactor
-            .poll(&mut poller.events, Some(Duration::ZERO));
-        let mut io = {
-            let mut me = slf.try_borrow_mut()?;
-            let before = me.ready.len();
-            me.queue_events(py, &mut poller);
-            me.poller = Some(poller);
-            me.last_poll = clock::monotonic();
-            me.ready.split_off(before)
-        };
-        Self::bury(slf)?;
-        if let Err(err) = polled {
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(os_error(err));
-            }
-        }
-        Self::run_batch(slf, &mut io, debug)
     }
 
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
@@ -726,7 +686,6 @@ impl LoopCore {
             debug: false,
             thread_id: None,
             clock_resolution: clock::resolution(),
-            last_poll: f64::NEG_INFINITY,
             creator_thread: current_thread(),
         })
     }
@@ -793,21 +752,10 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let (debug, inbox, foreign) = {
+        let debug = {
             let me = slf.try_borrow()?;
             me.check_closed()?;
-            let here = current_thread();
-            let inbox = match me.thread_id {
-                Some(t) if t != here => me.inbox.clone(),
-                _ => None,
-            };
-            // Not running: a call from a thread other than the loop's creator still comes from
-            // a producer thread (the loop will run there, most likely).
-            (
-                me.debug,
-                inbox,
-                me.thread_id.is_none() && here != me.creator_thread,
-            )
+            me.debug
         };
         check_callback(&callback, "call_soon_threadsafe", debug)?;
         let py = slf.py();
@@ -819,15 +767,28 @@ impl LoopCore {
         })? {
             handle.try_borrow_mut()?.run_lock = Some(Arc::default());
         }
-        let backlog = match inbox {
-            Some(inbox) => inbox.push(handle.clone().unbind()).map_err(os_error)?,
-            None => {
-                let mut me = slf.try_borrow_mut()?;
-                me.ready.push_back(Ready::Handle(handle.clone().unbind()));
-                if foreign {
-                    me.ready.len()
-                } else {
-                    0
+        // Where the handle goes is decided here, with no Python code between the decision and
+        // the push: building the handle can run Python code (the GC) and switch threads, and the
+        // loop may have started and gone to sleep meanwhile; a handle put on its ready queue then
+        // would wait, unseen, for whatever wakes the loop next (asyncio's
+        // run_coroutine_threadsafe test hung on that under load).
+        let here = current_thread();
+        let backlog = {
+            let mut me = slf.try_borrow_mut()?;
+            me.check_closed()?;
+            match (me.thread_id, &me.inbox) {
+                (Some(t), Some(inbox)) if t != here => {
+                    inbox.push(handle.clone().unbind()).map_err(os_error)?
+                }
+                (thread_id, _) => {
+                    me.ready.push_back(Ready::Handle(handle.clone().unbind()));
+                    // Not running: a call from a thread other than the loop's creator comes from
+                    // a producer thread all the same (see INBOX_BACKLOG).
+                    if thread_id.is_none() && here != me.creator_thread {
+                        me.ready.len()
+                    } else {
+                        0
+                    }
                 }
             }
         };

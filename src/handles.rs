@@ -308,7 +308,12 @@ impl Handle {
         };
         // In debug mode the repr is frozen now, while it can still show the callback.
         let debug = match &loop_ {
-            Some(l) => l.bind(py).call_method0("get_debug")?.is_truthy()?,
+            // ferroloop's own loop: its flag, without a method call by name (most of a cancel's
+            // cost otherwise). Loop does not override get_debug().
+            Some(l) => match l.bind(py).cast::<LoopCore>() {
+                Ok(core) => core.try_borrow()?.get_debug_flag(),
+                Err(_) => l.bind(py).call_method0("get_debug")?.is_truthy()?,
+            },
             None => false,
         };
         let repr = if debug {

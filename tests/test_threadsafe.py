@@ -398,3 +398,41 @@ def test_io_ready_when_the_loop_stops_is_handled_before_it_returns(loop):
     assert tr.is_closing()
     loop.run_until_complete(asyncio.sleep(0))
     assert pr.lost
+
+
+def test_threadsafe_call_racing_the_loop_start_wakes_it(loop):
+    """call_soon_threadsafe from a thread while the loop is not running yet, with Python code
+    running inside the call (debug mode's coroutine-function check asks the callback for
+    `_is_coroutine`; this one sleeps there): the loop starts and goes to sleep meanwhile, and the
+    call must still wake it. ferroloop decided 'not running: append to the ready queue' before
+    that code ran, and the loop slept on (asyncio's run_coroutine_threadsafe test hung that way
+    under load)."""
+    fut = loop.create_future()
+    started = threading.Event()
+
+    class SlowToInspect:
+        slept = False
+
+        def __call__(self):
+            fut.set_result("woken")
+
+        def __getattr__(self, name):
+            if name == "_is_coroutine" and not SlowToInspect.slept:
+                SlowToInspect.slept = True
+                started.set()
+                time.sleep(0.3)  # the GIL is free: the loop thread starts and sleeps
+            raise AttributeError(name)
+
+    loop.set_debug(True)
+    th = threading.Thread(target=loop.call_soon_threadsafe, args=(SlowToInspect(),))
+    th.start()
+    started.wait(5)
+    safety = loop.call_later(3, loop.stop)
+    t0 = time.monotonic()
+    try:
+        result = loop.run_until_complete(fut)
+    finally:
+        safety.cancel()
+        th.join(5)
+    assert result == "woken"
+    assert time.monotonic() - t0 < 1.5
