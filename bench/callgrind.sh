@@ -3,6 +3,11 @@
 #
 #   bench/callgrind.sh BENCH LOOP [SIZE]
 #
+# LOOP is asyncio, uvloop, rloop, ferroloop or `none` (the no-loop baseline of the loop-core
+# benchmarks; see bench/benchmarks.py). For the loop-overhead table of every loop-core
+# benchmark (Ir/op minus the baseline's, counted over the timed part only) use
+# bench/overhead.py instead.
+#
 # SIZE defaults to the benchmark's --quick size (callgrind runs ~50-100x slower).
 # Runs the benchmark under `valgrind --tool=callgrind`, then a baseline process
 # that does the same imports and loop creation/close but runs no benchmark

@@ -1,9 +1,10 @@
-"""Side-by-side network benchmarks: stock asyncio vs uvloop vs ferroloop.
+"""Side-by-side network benchmarks: stock asyncio vs uvloop vs rloop vs ferroloop.
 
 Echo servers (sock_* methods, streams, a plain Protocol) and an HTTP/1.1 keep-alive server
 (Protocol + httptools), each in a fresh server process per (benchmark, loop, round)
 (bench/net_servers.py), driven by a Rust load generator (bench/loadgen) or wrk. Rounds are
-interleaved across loops. Prints a markdown table of median requests/s and p99 latency.
+interleaved across loops. Prints a markdown table of median requests/s and p99 latency, with
+the best peer (the fastest loop other than ferroloop) per row and ferroloop's ratio against it.
 
     python bench/net.py                      # full run, 5 rounds (~4 min)
     python bench/net.py --quick              # smoke run: 1 round (~40 s)
@@ -35,7 +36,7 @@ from pathlib import Path
 
 # bench/ is sys.path[0] when run as `python bench/net.py`.
 from benchmarks import LOOPS
-from run import check_loop, fmt_num
+from run import FERRO, Unsupported, best_peer, check_loop, fmt_num
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "net_servers.py"
@@ -134,7 +135,10 @@ class Server:
             if self.proc.poll() is None:
                 raise RuntimeError(f"server not ready after {timeout:g} s")
             raise RuntimeError(f"server exited with {self.proc.returncode}: {self.stderr_tail()}")
-        self.addr = json.loads(line)["addr"]
+        ready = json.loads(line)
+        if "unsupported" in ready:
+            raise Unsupported(ready["unsupported"], ready["detail"])
+        self.addr = ready["addr"]
         return self.addr
 
     def stderr_text(self) -> str:
@@ -487,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict]]] = {b: {lp: [] for lp in loops} for b in benches}
     starved_runs = dict.fromkeys(loops, 0)
     errors: dict[str, dict[str, str]] = {b: {} for b in benches}
+    unsupported: dict[str, dict[str, Unsupported]] = {b: {} for b in benches}
     runnable = [lp for lp in loops if available[lp]]
     started = time.monotonic()
     for r in range(rounds):
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)] if runnable else []
         for b in benches:
             for lp in order:
-                if lp in errors[b]:
+                if lp in errors[b] or lp in unsupported[b]:
                     continue  # failed once: don't spend more rounds on it
                 try:
                     for attempt in range(1 + args.retries):
@@ -506,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                         log_run(f"[{r + 1}/{rounds}] {b:<18} {lp:<9}", res)
                         if not res["starved"]:
                             break
+                except Unsupported as e:
+                    unsupported[b][lp] = e
+                    print(f"[{r + 1}/{rounds}] {b:<18} {lp:<9} UNSUPPORTED {e}", file=log)
+                    continue
                 except RuntimeError as e:
                     errors[b][lp] = str(e)
                     print(f"[{r + 1}/{rounds}] {b:<18} {lp:<9} ERROR {e}", file=log)
@@ -525,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             return "skipped"
         if not available.get(lp, False):
             return "n/a"
+        if lp in unsupported[b]:
+            return f"n/a ({unsupported[b][lp]})"
         if lp in errors[b]:
             return "error"
         return None if results[b][lp] else "n/a"
@@ -563,39 +574,60 @@ def main(argv: list[str] | None = None) -> int:
             return "n/a"
         return f"{total:.2f} µs ({total - kernel:.2f} + {kernel:.2f})"
 
-    def cpu_ratio(b: str, base: str, key: str = "server_cpu_pct") -> str:
-        fl, other = cpu_per_req(b, "ferroloop", key), cpu_per_req(b, base)
+    def cpu_ratio(b: str, base: str | None, key: str = "server_cpu_pct") -> str:
+        fl = cpu_per_req(b, FERRO, key)
+        other = cpu_per_req(b, base) if base else None
         if fl is None or other is None:
             return "n/a"
-        return f"{other / fl:.2f}x"
+        return f"{other / fl:.2f}x ({base})"
 
-    def ratio(b: str, base: str) -> str:
-        fl, other = med(b, "ferroloop", "rps"), med(b, base, "rps")
+    def ratio(b: str, base: str | None) -> str:
+        fl = med(b, FERRO, "rps")
+        other = med(b, base, "rps") if base else None
         if fl is None or other is None:
             return "n/a"
         return f"{fl / other:.2f}x"
 
+    # Columns in LOOPS order, only for the requested loops. The best peer by req/s (the
+    # throughput columns) and by CPU/req (the CPU columns) can be different loops.
+    cols = [lp for lp in LOOPS if lp in loops]
+    peers = [lp for lp in cols if lp != FERRO]
+    fl_cols = FERRO in cols and bool(peers)
+    best = {b: best_peer({lp: med(b, lp, "rps") for lp in peers}, False) for b in benches}
+    best_cpu = {b: best_peer({lp: cpu_per_req(b, lp) for lp in peers}, True) for b in benches}
+
     header = ["benchmark"]
-    header += [f"{lp} req/s" for lp in LOOPS]
-    header += [f"{lp} p99" for lp in LOOPS]
-    header += [f"{lp} CPU/req" for lp in LOOPS]
-    header += [
-        "ferroloop vs uvloop",
-        "ferroloop vs asyncio",
-        "CPU/req vs uvloop",
-        "ceiling vs uvloop",
-    ]
+    header += [f"{lp} req/s" for lp in cols]
+    header += [f"{lp} p99" for lp in cols]
+    header += [f"{lp} CPU/req" for lp in cols]
+    if peers:
+        header.append("best peer")
+    if fl_cols:
+        header.append("ferroloop vs best peer")
+    if FERRO in cols and "asyncio" in cols:
+        header.append("ferroloop vs asyncio")
+    if fl_cols:
+        header += ["CPU/req vs best peer", "ceiling vs best peer"]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for b in benches:
         row = [b]
-        row += [rps_cell(b, lp) for lp in LOOPS]
-        row += [p99_cell(b, lp) for lp in LOOPS]
-        row += [cpu_cell(b, lp) for lp in LOOPS]
-        row += [ratio(b, "uvloop"), ratio(b, "asyncio"), cpu_ratio(b, "uvloop")]
-        row.append(cpu_ratio(b, "uvloop", "server_kernel_pct"))
+        row += [rps_cell(b, lp) for lp in cols]
+        row += [p99_cell(b, lp) for lp in cols]
+        row += [cpu_cell(b, lp) for lp in cols]
+        if peers:
+            bp = best[b]
+            bp_rps = med(b, bp, "rps") if bp else None
+            row.append(f"{bp} {fmt_rate(bp_rps)}" if bp and bp_rps is not None else "n/a")
+        if fl_cols:
+            row.append(ratio(b, best[b]))
+        if FERRO in cols and "asyncio" in cols:
+            row.append(ratio(b, "asyncio"))
+        if fl_cols:
+            row.append(cpu_ratio(b, best_cpu[b]))
+            row.append(cpu_ratio(b, best_cpu[b], "server_kernel_pct"))
         lines.append("| " + " | ".join(row) + " |")
 
     transport = "Unix sockets" if args.unix else "TCP loopback"
@@ -607,9 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fresh server process per run; {args.connections} connections over {transport}; "
         f"{pin_note}; http_hello client: {http_client}."
     )
-    for name in LOOPS:
-        if name not in loops:
-            continue
+    for name in cols:
         state = versions[name] if available[name] else f"not available: {versions[name]}"
         print(f"- {name}: {state}")
     print()
@@ -617,12 +647,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "req/s: median over the rounds, ± half the min-max range. p99: median over the rounds"
-        " of each run's 99th percentile request latency. Ratios are throughput ratios"
+        " of each run's 99th percentile request latency. Best peer: the loop other than"
+        " ferroloop with the highest median req/s. Ratios are throughput ratios"
         " (ferroloop's req/s / the other loop's): >1 means ferroloop is faster. CPU/req: the"
         " server process's CPU time (warm-up included) per request, total (user + kernel); its"
-        " ratio is uvloop's / ferroloop's, >1 means ferroloop does the same work with less CPU."
-        " Ceiling: uvloop's CPU/req / ferroloop's kernel CPU/req, the CPU/req ratio ferroloop"
-        " would reach if everything it does in user space cost nothing."
+        " ratio is the best peer's by CPU/req (the peer with the lowest CPU/req, named in the"
+        " cell) over ferroloop's, >1 means ferroloop does the same work with less CPU."
+        " Ceiling: that peer's CPU/req / ferroloop's kernel CPU/req, the CPU/req ratio"
+        " ferroloop would reach if everything it does in user space cost nothing."
     )
     if any(starved_runs.values()):
         counts = ", ".join(f"{lp} {n}" for lp, n in starved_runs.items())
@@ -640,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     for b in benches:
         for lp, err in errors[b].items():
             print(f"- {b} on {lp} failed: {err}")
+        for lp, unsup in unsupported[b].items():
+            print(f"- {b} on {lp}: not supported ({unsup}): {unsup.detail}")
 
     if args.json:
         out = {
@@ -675,9 +709,16 @@ def main(argv: list[str] | None = None) -> int:
                             "median_p50_us": med(b, lp, "p50_us"),
                             "median_p99_us": med(b, lp, "p99_us"),
                             "error": errors[b].get(lp),
+                            "unsupported": (
+                                {"reason": str(u), "detail": u.detail}
+                                if (u := unsupported[b].get(lp))
+                                else None
+                            ),
                         }
                         for lp in loops
                     },
+                    "best_peer": best[b],
+                    "best_peer_cpu_per_req": best_cpu[b],
                 }
                 for b in benches
             },

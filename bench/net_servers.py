@@ -2,10 +2,13 @@
 
     python bench/net_servers.py SERVER LOOP [--addr tcp:127.0.0.1:0 | --addr unix:PATH]
 
-starts SERVER on a fresh LOOP (asyncio, uvloop or ferroloop), prints one JSON line on stdout
-once it accepts connections (``{"ready": true, "addr": "tcp:127.0.0.1:PORT", ...}``, the
+starts SERVER on a fresh LOOP (asyncio, uvloop, rloop or ferroloop), prints one JSON line on
+stdout once it accepts connections (``{"ready": true, "addr": "tcp:127.0.0.1:PORT", ...}``, the
 address the load generator should use), then serves until it is killed (SIGTERM: the
-default action, so no shutdown code runs that could hang or be timed).
+default action, so no shutdown code runs that could hang or be timed). If the loop does not
+implement what the server needs (NotImplementedError while starting it, e.g. rloop's
+create_unix_server), it prints ``{"unsupported": "no Unix sockets", "detail": ...}`` instead
+and exits with code 4 (benchmarks.EXIT_UNSUPPORTED).
 
 Servers (each the idiomatic way to write it with that API, the same code on every loop):
 
@@ -35,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 # bench/ is sys.path[0] when run as `python bench/net_servers.py`.
-from benchmarks import LOOPS, loop_version, new_loop
+from benchmarks import EXIT_UNSUPPORTED, LOOPS, loop_version, new_loop, unsupported
 
 # sock_recv's buffer size. Big enough for a 10 KiB message in one call and a 100 KiB message
 # in a couple; not much bigger, since CPython allocates the full size on every recv() call.
@@ -268,7 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
 
     loop.set_exception_handler(report)
-    lsock = loop.run_until_complete(SERVERS[args.server](loop, parse_addr(args.addr)))
+    addr = parse_addr(args.addr)
+    try:
+        lsock = loop.run_until_complete(SERVERS[args.server](loop, addr))
+    except NotImplementedError as e:
+        u = unsupported(e, "Unix sockets" if addr[0] == "unix" else None)
+        print(json.dumps({"unsupported": u.short, "detail": u.detail}), flush=True)
+        return EXIT_UNSUPPORTED
     ready = {
         "ready": True,
         "addr": format_addr(lsock),

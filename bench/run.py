@@ -1,12 +1,14 @@
-"""Side-by-side event-loop benchmarks: stock asyncio vs uvloop vs ferroloop.
+"""Side-by-side event-loop benchmarks: stock asyncio vs uvloop vs rloop vs ferroloop.
 
 Each (benchmark, loop, round) runs in a fresh subprocess (bench/benchmarks.py),
 interleaved: round 1 runs every loop on every benchmark, then round 2, ...
-Prints a markdown table of median time per operation.
+Prints a markdown table of median time per operation, the best peer (the fastest loop
+other than ferroloop) per row, and ferroloop's throughput ratio against it and asyncio.
 
     python bench/run.py                    # full run, 5 rounds
     python bench/run.py --quick            # smoke run, small sizes, 2 rounds
     python bench/run.py --bench timer_churn,queue_pipe --loops asyncio,ferroloop
+    python bench/run.py --quick --loops rloop,ferroloop --bench call_soon
     python bench/run.py --json bench/results/out.json
 """
 
@@ -23,8 +25,9 @@ import time
 from pathlib import Path
 
 # bench/ is sys.path[0] when run as `python bench/run.py`.
-from benchmarks import BENCHMARKS, LOOPS
+from benchmarks import BENCHMARKS, EXIT_UNSUPPORTED, LOOPS
 
+FERRO = "ferroloop"
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "benchmarks.py"
 
@@ -47,13 +50,29 @@ def check_loop(name: str) -> tuple[bool, str]:
     return True, json.loads(proc.stdout.strip().splitlines()[-1])["version"]
 
 
+class Unsupported(RuntimeError):
+    """The loop does not implement what the benchmark needs (the worker exited with
+    EXIT_UNSUPPORTED): str() is the short reason for the cell, .detail the footnote."""
+
+    def __init__(self, short: str, detail: str) -> None:
+        super().__init__(short)
+        self.detail = detail
+
+
 def run_worker(bench: str, loop: str, size: int, warmup: int, timeout: float) -> float:
-    """Seconds for `size` operations; raises RuntimeError on any failure."""
+    """Seconds for `size` operations; raises Unsupported if the loop lacks a feature the
+    benchmark needs, RuntimeError on any other failure."""
     cmd = [sys.executable, str(WORKER), bench, loop, str(size), "--warmup", str(warmup)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"timed out after {timeout:g} s") from None
+    if proc.returncode == EXIT_UNSUPPORTED:
+        try:
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise Unsupported(out["unsupported"], out["detail"])
+        except (IndexError, ValueError, KeyError):
+            pass  # not the worker's own report: an ordinary failure
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         last = lines[-1] if lines else "(no stderr)"
@@ -96,6 +115,17 @@ def pick_unit(values: list[float]) -> tuple[str, float]:
     if largest >= 1e-6:
         return "µs", 1e-6
     return "ns", 1e-9
+
+
+def best_peer(values: dict[str, float | None], lower_is_better: bool) -> str | None:
+    """The best of the peers' values (None values skipped): the lowest time per op or the
+    highest rate; None if no peer has a value. Ties go to the earlier loop in LOOPS."""
+    have = [(v, lp) for lp, v in values.items() if v is not None and lp != FERRO]
+    if not have:
+        return None
+    order = {lp: i for i, lp in enumerate(LOOPS)}
+    sign = 1 if lower_is_better else -1
+    return min(have, key=lambda t: (sign * t[0], order.get(t[1], len(order))))[1]
 
 
 def select_benches(spec: str | None) -> list[str]:
@@ -158,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, dict[str, list[float]]] = {b: {lp: [] for lp in loops} for b in benches}
     errors: dict[str, dict[str, str]] = {b: {} for b in benches}
+    unsupported: dict[str, dict[str, Unsupported]] = {b: {} for b in benches}
     runnable = [lp for lp in loops if available[lp]]
     started = time.monotonic()
     for r in range(rounds):
@@ -165,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)] if runnable else []
         for b in benches:
             for lp in order:
-                if lp in errors[b]:
+                if lp in errors[b] or lp in unsupported[b]:
                     continue  # failed once: don't spend more rounds on it
                 try:
                     secs = run_worker(b, lp, sizes[b], warmups[b], args.timeout)
+                except Unsupported as e:
+                    unsupported[b][lp] = e
+                    print(f"[{r + 1}/{rounds}] {b:<22} {lp:<9} UNSUPPORTED {e}", file=log)
+                    continue
                 except RuntimeError as e:
                     errors[b][lp] = str(e)
                     print(f"[{r + 1}/{rounds}] {b:<22} {lp:<9} ERROR {e}", file=log)
@@ -188,17 +223,23 @@ def main(argv: list[str] | None = None) -> int:
         medians[b] = {
             lp: (
                 statistics.median(v) / sizes[b]
-                if (v := times[b][lp]) and lp not in errors[b]
+                if (v := times[b][lp]) and lp not in errors[b] and lp not in unsupported[b]
                 else None
             )
             for lp in loops
         }
+    # Columns in LOOPS order (asyncio, the peers, ferroloop), only for the requested loops.
+    cols = [lp for lp in LOOPS if lp in loops]
+    peers = [lp for lp in cols if lp != FERRO]
+    best = {
+        b: best_peer({lp: medians[b][lp] for lp in peers}, lower_is_better=True) for b in benches
+    }
 
     def cell(b: str, lp: str, unit: str, scale: float) -> str:
-        if lp not in loops:
-            return "skipped"
         if not available.get(lp, False):
             return "n/a"
+        if lp in unsupported[b]:
+            return f"n/a ({unsupported[b][lp]})"
         if lp in errors[b]:
             return "error"
         med = medians[b][lp]
@@ -208,27 +249,36 @@ def main(argv: list[str] | None = None) -> int:
         spread = (max(v) - min(v)) / 2 / med * 100 if len(v) > 1 else 0.0
         return f"{fmt_num(med / scale)} {unit}/op ±{spread:.0f}%"
 
-    def ratio(b: str, base: str) -> str:
-        fl, other = medians[b].get("ferroloop"), medians[b].get(base)
+    def ratio(b: str, base: str | None) -> str:
+        fl = medians[b].get(FERRO)
+        other = medians[b].get(base) if base else None
         if fl is None or other is None:
             return "n/a"
         return f"{other / fl:.2f}x"
 
-    header = [
-        "benchmark",
-        "asyncio median",
-        "uvloop median",
-        "ferroloop median",
-        "ferroloop vs uvloop",
-        "ferroloop vs asyncio",
+    header = ["benchmark", *(f"{lp} median" for lp in cols)]
+    if peers:
+        header.append("best peer")
+    if FERRO in cols and peers:
+        header.append("ferroloop vs best peer")
+    if FERRO in cols and "asyncio" in cols:
+        header.append("ferroloop vs asyncio")
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 5) + "|"]
     for b in benches:
         present = [m for m in medians[b].values() if m is not None]
         unit, scale = pick_unit(present) if present else ("µs", 1e-6)
         row = [f"{b} ({fmt_count(sizes[b])} {BENCHMARKS[b].unit}s)"]
-        row += [cell(b, lp, unit, scale) for lp in LOOPS]
-        row += [ratio(b, "uvloop"), ratio(b, "asyncio")]
+        row += [cell(b, lp, unit, scale) for lp in cols]
+        if peers:
+            bp = best[b]
+            row.append(f"{bp} {fmt_num(medians[b][bp] / scale)} {unit}" if bp else "n/a")
+        if FERRO in cols and peers:
+            row.append(ratio(b, best[b]))
+        if FERRO in cols and "asyncio" in cols:
+            row.append(ratio(b, "asyncio"))
         lines.append("| " + " | ".join(row) + " |")
 
     print(
@@ -237,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', QUICK sizes' if args.quick else ''}"
         f"{f', scale {args.scale:g}' if args.scale != 1 else ''}."
     )
-    for name in LOOPS:
-        if name not in loops:
-            continue
+    for name in cols:
         status = versions[name] if available[name] else f"not available: {versions[name]}"
         print(f"- {name}: {status}")
     print()
@@ -247,12 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "Cells: median time per operation over the rounds, ± half the min-max range."
+        " Best peer: the loop other than ferroloop with the lowest median in that row."
         " Ratios are throughput ratios (other loop's time / ferroloop's time):"
         " >1 means ferroloop is faster."
     )
     for b in benches:
         for lp, err in errors[b].items():
             print(f"- {b} on {lp} failed: {err}")
+        for lp, unsup in unsupported[b].items():
+            print(f"- {b} on {lp}: not supported ({unsup}): {unsup.detail}")
 
     if args.json:
         out = {
@@ -287,9 +338,25 @@ def main(argv: list[str] | None = None) -> int:
                             if medians[b][lp] is not None
                             else None,
                             "error": errors[b].get(lp),
+                            "unsupported": (
+                                {"reason": str(u), "detail": u.detail}
+                                if (u := unsupported[b].get(lp))
+                                else None
+                            ),
                         }
                         for lp in loops
                     },
+                    "best_peer": best[b],
+                    "ferroloop_vs_best_peer": (
+                        medians[b][best[b]] / medians[b][FERRO]
+                        if best[b] and medians[b].get(FERRO)
+                        else None
+                    ),
+                    "ferroloop_vs_asyncio": (
+                        medians[b]["asyncio"] / medians[b][FERRO]
+                        if medians[b].get("asyncio") and medians[b].get(FERRO)
+                        else None
+                    ),
                 }
                 for b in benches
             },

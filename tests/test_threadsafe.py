@@ -341,7 +341,7 @@ def test_run_stop_close_under_a_threadsafe_flood(new_loop):
 
 def test_io_is_seen_while_a_callback_reschedules_itself_forever(loop):
     """A call_soon chain that never ends keeps the ready queue full: the loop must still poll
-    for I/O (ferroloop: at least every 100 µs of callbacks)."""
+    for I/O, as asyncio polls every iteration."""
     import socket
 
     a, b = socket.socketpair()
