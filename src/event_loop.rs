@@ -513,7 +513,6 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut budget = INBOX_BUDGET;
-        let mut now = clock::monotonic();
         let poll = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
@@ -532,6 +531,7 @@ impl LoopCore {
                     Some(Some(Duration::ZERO))
                 }
             } else {
+                let now = clock::monotonic();
                 Some(
                     me.timers
                         .next_deadline(is_cancelled(py), &mut me.graveyard)
@@ -554,7 +554,6 @@ impl LoopCore {
             })
             .transpose()?
         };
-        let did_poll = poll.is_some();
         let polled = match poll {
             None => Ok(()),
             Some((mut poller, timeout)) => {
@@ -570,45 +569,54 @@ impl LoopCore {
                 polled
             }
         };
-        {
+        // Expired timers, the inbox again, and the batch to run, in one borrow.
+        let (mut batch, debug, dead) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
-            if did_poll {
-                now = clock::monotonic();
-            }
-            let end_time = now + me.clock_resolution;
-            let before = me.ready.len();
-            me.timers
-                .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
-            for item in me.ready.range(before..) {
-                if let Ready::Handle(h) = item {
-                    if let Ok(mut h) = h.bind(py).try_borrow_mut() {
-                        h.scheduled = false;
+            if !me.timers.is_empty() {
+                let end_time = clock::monotonic() + me.clock_resolution;
+                let before = me.ready.len();
+                me.timers
+                    .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
+                for item in me.ready.range(before..) {
+                    if let Ready::Handle(h) = item {
+                        if let Ok(mut h) = h.bind(py).try_borrow_mut() {
+                            h.scheduled = false;
+                        }
                     }
                 }
             }
-            if let Some(inbox) = &me.inbox {
-                inbox.drain_into(&mut me.ready, budget);
+            if budget > 0 {
+                if let Some(inbox) = &me.inbox {
+                    inbox.drain_into(&mut me.ready, budget);
+                }
             }
-        }
-        Self::bury(slf)?;
+            // Handles removed while borrowed; released below, with nothing borrowed.
+            let dead = (!me.graveyard.is_empty()).then(|| std::mem::take(&mut me.graveyard));
+            let mut batch = std::mem::take(&mut me.spare);
+            std::mem::swap(&mut batch, &mut me.ready);
+            (batch, me.debug, dead)
+        };
+        drop(dead);
         if let Err(err) = polled {
             if err.kind() != std::io::ErrorKind::Interrupted {
+                slf.try_borrow_mut()?.ready = batch;
                 return Err(os_error(err));
             }
             // Ctrl-C while blocked: run the interpreter's signal handlers now.
-            py.check_signals()?;
+            if let Err(err) = py.check_signals() {
+                slf.try_borrow_mut()?.ready = batch;
+                return Err(err);
+            }
         }
-
-        let (mut batch, debug) = {
-            let mut me = slf.try_borrow_mut()?;
-            let me = &mut *me;
-            let mut batch = std::mem::take(&mut me.spare);
-            std::mem::swap(&mut batch, &mut me.ready);
-            (batch, me.debug)
-        };
         let outcome = Self::run_batch(slf, &mut batch, debug);
-        slf.try_borrow_mut()?.spare = batch;
+        {
+            let mut me = slf.try_borrow_mut()?;
+            // `batch` is empty now (or its rest went back to the ready queue): keep its
+            // allocation for the next iteration. What it replaces is the empty default queue
+            // taken above, which owns nothing.
+            std::mem::forget(std::mem::replace(&mut me.spare, batch));
+        }
         outcome?;
         py.check_signals()
     }

@@ -59,10 +59,17 @@ impl<T> Inbox<T> {
     }
 
     /// Moves up to `max` of the items queued so far into `out`, in push order; returns how many.
+    #[inline]
     pub fn drain_into(&self, out: &mut impl Extend<T>, max: usize) -> usize {
+        // The common case, nothing from other threads, is one atomic load, inlined at the caller.
         if max == 0 || !self.wake_pending.load(Ordering::Acquire) {
             return 0;
         }
+        self.drain_slow(out, max)
+    }
+
+    #[inline(never)]
+    fn drain_slow(&self, out: &mut impl Extend<T>, max: usize) -> usize {
         let mut items = self.items();
         let n = items.len().min(max);
         out.extend(items.drain(..n));
