@@ -39,7 +39,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyTuple};
 
 use crate::errors::os_error;
-use crate::handles::{run_handle, Handle, TimerHandle};
+use crate::handles::{retrack, run_handle, Handle, TimerHandle};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -290,6 +290,7 @@ impl LoopCore {
         let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
         let bound = handle.bind(py);
         if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) {
+            retrack(&handle);
             return Ok(());
         }
         let contents = match bound.try_borrow_mut() {
@@ -309,6 +310,7 @@ impl LoopCore {
     /// Releases the handles parked while the state was borrowed.
     fn bury(slf: &Bound<'_, Self>) -> PyResult<()> {
         let dead = std::mem::take(&mut slf.try_borrow_mut()?.graveyard);
+        dead.iter().for_each(retrack);
         drop(dead);
         Ok(())
     }
@@ -345,6 +347,7 @@ impl LoopCore {
             .or_insert_with(|| fileobj.clone().unbind());
         if let Some(Watcher::Handle(old)) = old {
             Handle::cancel_handle(old.bind(py))?;
+            retrack(&old);
         }
         Ok(handle)
     }
@@ -379,6 +382,7 @@ impl LoopCore {
         match removed {
             Some(Watcher::Handle(old)) => {
                 Handle::cancel_handle(old.bind(slf.py()))?;
+                retrack(&old);
                 Ok(true)
             }
             // Not reachable: check_no_transport refused the fd above.
@@ -597,7 +601,9 @@ impl LoopCore {
             std::mem::swap(&mut batch, &mut me.ready);
             (batch, me.debug, dead)
         };
-        drop(dead);
+        if let Some(dead) = dead {
+            dead.iter().for_each(retrack);
+        }
         if let Err(err) = polled {
             if err.kind() != std::io::ErrorKind::Interrupted {
                 slf.try_borrow_mut()?.ready = batch;
@@ -996,7 +1002,11 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
-        Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)
+        let handle =
+            Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)?;
+        // Kept by the Python side between signals, not by the loop: tracked.
+        retrack(&handle.clone().unbind());
+        Ok(handle)
     }
 
     /// Pushes an existing handle to the ready queue (signal handlers use it).
@@ -1124,25 +1134,72 @@ impl LoopCore {
                 std::mem::take(&mut me.watched_files),
             )
         };
+        // Handles someone else still references are tracked by the GC again (handles.rs).
+        let (handles, ready, spare, readers, writers, _) = &released;
+        handles.iter().for_each(retrack);
+        for item in ready.iter().chain(spare.iter()) {
+            if let Ready::Handle(h) = item {
+                retrack(h);
+            }
+        }
+        for watcher in readers.values().chain(writers.values()) {
+            if let Watcher::Handle(h) = watcher {
+                retrack(h);
+            }
+        }
         drop(released);
         Ok(true)
     }
 
+    /// Pending handles are not tracked by the GC (see handles.rs): what such a handle references
+    /// is visited here, as if the handle were a container the loop owns, but only when every
+    /// reference to the handle is one of the loop's. A handle that something else references
+    /// too (a Python object keeping a TimerHandle, the local batch of the running iteration, the
+    /// inbox) is not visited: to the GC, what it holds then looks referenced from outside, which
+    /// keeps it alive as long as the handle is, never less. Visiting any reference twice would
+    /// make the GC free objects still in use, hence the count per handle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.task_factory)?;
-        for h in self
-            .timers
-            .iter()
-            .chain(self.graveyard.iter())
-            .chain(self.pool.iter())
-        {
-            visit.call(h)?;
+        type Held<'a> = HashMap<*mut pyo3::ffi::PyObject, (usize, &'a Py<Handle>)>;
+        fn hold<'a>(held: &mut Held<'a>, h: &'a Py<Handle>) {
+            held.entry(h.as_ptr()).or_insert((0, h)).0 += 1;
+        }
+        let mut held: Held<'_> = HashMap::new();
+        for h in self.timers.iter().chain(self.graveyard.iter()) {
+            hold(&mut held, h);
         }
         for item in self.ready.iter().chain(self.spare.iter()) {
-            item.visit(&visit)?;
+            match item {
+                Ready::Handle(h) => hold(&mut held, h),
+                Ready::Read(t) | Ready::Write(t) => visit.call(t)?,
+            }
         }
         for watcher in self.readers.values().chain(self.writers.values()) {
-            watcher.visit(&visit)?;
+            match watcher {
+                Watcher::Handle(h) => hold(&mut held, h),
+                Watcher::Transport(t) => visit.call(t)?,
+            }
+        }
+        // SAFETY: tp_traverse runs with the GIL held (the GC runs attached), and borrowing a
+        // handle's cell neither runs Python code nor touches the GC.
+        let py = unsafe { Python::assume_attached() };
+        for (ptr, (count, h)) in held {
+            // SAFETY: `ptr` is a live object the loop holds a reference to.
+            if unsafe { pyo3::ffi::PyObject_GC_IsTracked(ptr) } != 0 {
+                // A tracked handle (a signal handler's) is a GC object like any: visit the
+                // loop's references to it, and it visits what it holds.
+                for _ in 0..count {
+                    visit.call(h)?;
+                }
+                continue;
+            }
+            // SAFETY: as above.
+            if unsafe { pyo3::ffi::Py_REFCNT(ptr) } as usize != count {
+                continue;
+            }
+            if let Ok(h) = h.bind(py).try_borrow() {
+                h.visit_contents(&visit)?;
+            }
         }
         for file in self.watched_files.values() {
             visit.call(file)?;
@@ -1150,6 +1207,9 @@ impl LoopCore {
         Ok(())
     }
 
+    // The handles released here are not tracked again (tracking objects in the middle of a
+    // collection is not something to do): one that something else still references keeps what
+    // it holds alive for as long as it lives, which can only leak, never free too early.
     fn __clear__(&mut self) {
         self.ready.clear();
         self.spare.clear();

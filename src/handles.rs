@@ -9,8 +9,15 @@
 //! `LoopCore::recycle`), which is why `Handle` does not support weak references: a recycled
 //! object must not be observable.
 //!
-//! Handles are collected by the cyclic GC (`__traverse__`/`__clear__`): a very common pattern,
-//! `self._timer = loop.call_later(t, self._on_timeout)`, makes a cycle through the handle.
+//! While a handle is pending in the loop it is not tracked by the cyclic GC: most handles live
+//! for one iteration, and tracked, every collection traversed every pending handle (a third of
+//! the cost of scheduling and cancelling a timer, and collections that grew with the number of
+//! timers). What a pending handle references is still seen by the GC: the loop's `__traverse__`
+//! visits it, when the loop's references are all the handle has (see `LoopCore::__traverse__`).
+//! A handle that leaves the loop (it ran, was cancelled and dropped from the heap, the loop
+//! closed) while something else still references it is tracked again (`retrack`), so a cycle
+//! through it, such as `self._timer = loop.call_later(t, self._on_timeout)`, is collected as
+//! with asyncio's handles, which are always tracked.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -63,6 +70,29 @@ fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
         .import(py, "asyncio.format_helpers", "extract_stack")?
         .call1((frame,))?
         .unbind())
+}
+
+/// Takes a new handle, made to be queued, out of the cyclic GC's lists (see the module docs).
+/// PyO3 makes every pyclass a GC type; nothing tracks an object again but `retrack`, and its
+/// dealloc untracks only what is tracked.
+fn untracked<T>(handle: Bound<'_, T>) -> Bound<'_, T> {
+    // SAFETY: `handle` is a live GC object (all pyclasses are), just created and seen by no one.
+    unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+    handle
+}
+
+/// A handle leaving the loop's hands: if anything else still references it, the GC tracks it
+/// again (only the loop's `__traverse__` saw what it holds while it was untracked).
+pub(crate) fn retrack(handle: &Py<Handle>) {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is a live GC object we hold a reference to; tracking it when it is not
+    // tracked is what PyObject_GC_Track requires, and no GC traversal is running here (we are
+    // in the loop's own code, not in a tp_traverse).
+    unsafe {
+        if ffi::Py_REFCNT(ptr) > 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
+            ffi::PyObject_GC_Track(ptr.cast());
+        }
+    }
 }
 
 /// A callback scheduled on the loop.
@@ -200,7 +230,7 @@ impl Handle {
                 *h.try_borrow_mut()? = fresh;
                 Ok(h)
             }
-            None => Bound::new(py, fresh),
+            None => Bound::new(py, fresh).map(untracked),
         }
     }
 
@@ -228,6 +258,16 @@ impl Handle {
         )
     }
 
+    /// Visits what the handle references, for the loop's `__traverse__`.
+    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        Ok(())
+    }
+
     pub(crate) fn new_timer<'py>(
         py: Python<'py>,
         when: f64,
@@ -242,6 +282,7 @@ impl Handle {
             py,
             PyClassInitializer::from(base).add_subclass(TimerHandle {}),
         )
+        .map(untracked)
     }
 
     /// asyncio's `Handle._repr_info()`.
@@ -510,12 +551,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        visit.call(&self.source_traceback)?;
-        Ok(())
+        self.visit_contents(&visit)
     }
 
     fn __clear__(&mut self) {

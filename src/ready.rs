@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
 use pyo3::prelude::*;
-use pyo3::pyclass::{PyTraverseError, PyVisit};
 
 use crate::handles::Handle;
 use crate::transport::SocketTransportCore;
@@ -27,23 +26,7 @@ pub(crate) enum Watcher {
     Transport(Py<SocketTransportCore>),
 }
 
-impl Ready {
-    pub(crate) fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Ready::Handle(h) => visit.call(h),
-            Ready::Read(t) | Ready::Write(t) => visit.call(t),
-        }
-    }
-}
-
 impl Watcher {
-    pub(crate) fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match self {
-            Watcher::Handle(h) => visit.call(h),
-            Watcher::Transport(t) => visit.call(t),
-        }
-    }
-
     /// The queue entry for this watcher firing in `write` direction.
     pub(crate) fn ready(&self, py: Python<'_>, write: bool) -> Ready {
         match self {

@@ -7,6 +7,7 @@ into the next, or a reference cycle through a handle never being collected.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import weakref
@@ -82,8 +83,8 @@ def test_handle_passed_to_exception_handler_is_intact(loop):
 class _Owner:
     """Holds its own timer, whose callback is its own bound method: a cycle through a handle."""
 
-    def __init__(self, loop):
-        self.timer = loop.call_later(3600, self.on_timeout)
+    def __init__(self, loop, delay=3600):
+        self.timer = loop.call_later(delay, self.on_timeout)
 
     def on_timeout(self):
         pass
@@ -121,6 +122,88 @@ def test_closed_loop_that_had_pending_callbacks_is_collectable(flavor):
     del lp
     gc.collect()
     assert ref() is None
+
+
+def test_cycle_through_a_fired_timer_handle_is_collected(loop):
+    """self._timer = loop.call_later(0, self.cb): after the timer fires the handle is reachable
+    only from its owner, and the cycle owner -> handle -> bound method -> owner is garbage."""
+    owner = _Owner(loop, delay=0)
+    ref = weakref.ref(owner)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_in_a_cycle_through_its_pending_timers_is_collected(flavor):
+    """loop -> pending timer -> bound method of the loop -> loop: with nothing else holding
+    them, the GC collects all of it (ferroloop's pending handles are not GC-tracked, and the
+    loop reports what they hold)."""
+    lp = flavor.new_event_loop()
+    lp.call_later(3600, lp.stop)
+    lp.call_soon(lp.call_soon, lp.stop)
+    ref = weakref.ref(lp)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del lp
+        gc.collect()
+    assert ref() is None
+
+
+def test_pending_handle_referenced_from_outside_keeps_its_callback_alive(loop):
+    """The other direction: a pending timer held by the program too must keep its callback
+    (and what the callback reaches) alive through collections, and run it."""
+
+    class Target:
+        hits = 0
+
+        def hit(self):
+            Target.hits += 1
+
+    target = Target()
+    keep = [loop.call_later(0.01, target.hit) for _ in range(50)]
+    plain = [loop.call_soon(target.hit) for _ in range(50)]
+    ref = weakref.ref(target)
+    del target
+    for _ in range(3):
+        gc.collect()
+    assert ref() is not None
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert Target.hits == 100
+    assert all(h._callback is not None for h in keep + plain)
+    del keep, plain
+    gc.collect()
+    assert ref() is None
+
+
+def test_pending_handles_survive_collections_with_only_the_loop_holding_them(loop):
+    """Handles only the loop references, their callbacks reachable only through them, through
+    full collections: nothing is freed early (closures and their cells included)."""
+    results = []
+
+    def make(i):
+        box = [i]
+        return lambda: results.append(box[0])
+
+    for i in range(300):
+        loop.call_soon(make(i))
+        loop.call_later(0.001 * (i % 7), make(1000 + i))
+    gc.collect()
+    gc.collect()
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert sorted(results) == sorted(list(range(300)) + list(range(1000, 1300)))
+
+
+def test_ferroloop_pending_handles_are_not_gc_tracked(ferro):
+    """The property the speed depends on: the GC does not traverse pending handles; one that
+    leaves the loop while held elsewhere is tracked again."""
+    soon = ferro.call_soon(lambda: None)
+    later = ferro.call_later(3600, lambda: None)
+    assert not gc.is_tracked(soon) and not gc.is_tracked(later)
+    ferro.run_until_complete(asyncio.sleep(0))
+    assert gc.is_tracked(soon)  # it ran, and this test still holds it
+    assert not gc.is_tracked(later)  # still pending
+    later.cancel()
+    ferro.run_until_complete(asyncio.sleep(0))
 
 
 @pytest.mark.parametrize("n", [1, 700])
