@@ -760,7 +760,7 @@ impl LoopCore {
     /// `call_soon` as asyncio's shared deque does; from other threads it goes through the inbox
     /// and wakes the poll.
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe<'py>(
+    pub(crate) fn call_soon_threadsafe<'py>(
         slf: &Bound<'py, Self>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,

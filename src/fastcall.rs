@@ -1,4 +1,5 @@
-//! A hand-written `METH_FASTCALL | METH_KEYWORDS` entry point for `call_soon`.
+//! Hand-written `METH_FASTCALL | METH_KEYWORDS` entry points for `call_soon` and
+//! `call_soon_threadsafe`.
 //!
 //! Every `Future` callback and every `Task` step goes through `loop.call_soon(cb, arg,
 //! context=ctx)`, called by asyncio's C code with vectorcall. PyO3's generic argument parser
@@ -108,11 +109,21 @@ unsafe fn parse_callback_call<'py>(
     Ok((callback, tuple, context))
 }
 
-/// `Loop.call_soon(callback, *args, context=None)`.
+/// The native method a `(callback, *args, context=None)` entry point calls.
+type ScheduleFn = for<'py> fn(
+    &Bound<'py, LoopCore>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyTuple>,
+    Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, crate::handles::Handle>>;
+
+/// The body of both entry points: parse, then call `schedule` on the loop.
 ///
 /// # Safety
-/// Called by CPython only, through the method descriptor made in [`call_soon_descriptor`].
-unsafe extern "C" fn call_soon_fastcall(
+/// As for [`parse_callback_call`]; `slf` is the live object the descriptor was called on.
+unsafe fn callback_fastcall(
+    method: &str,
+    schedule: ScheduleFn,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -126,11 +137,48 @@ unsafe extern "C" fn call_soon_fastcall(
         let slf = slf.cast::<LoopCore>()?;
         // SAFETY: arguments as CPython passes them to METH_FASTCALL | METH_KEYWORDS.
         let (callback, args, context) =
-            unsafe { parse_callback_call(py, "call_soon", args, nargs, kwnames) }?;
-        Ok(LoopCore::call_soon(slf, callback, args, context)?
-            .into_any()
-            .unbind())
+            unsafe { parse_callback_call(py, method, args, nargs, kwnames) }?;
+        Ok(schedule(slf, callback, args, context)?.into_any().unbind())
     })
+}
+
+/// `Loop.call_soon(callback, *args, context=None)`.
+///
+/// # Safety
+/// Called by CPython only, through the method descriptor made in [`call_soon_descriptor`].
+unsafe extern "C" fn call_soon_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded as CPython passed them.
+    unsafe { callback_fastcall("call_soon", LoopCore::call_soon, slf, args, nargs, kwnames) }
+}
+
+/// `Loop.call_soon_threadsafe(callback, *args, context=None)`: asyncio's Futures completed from
+/// executor threads (`wrap_future`) and `run_coroutine_threadsafe` call it.
+///
+/// # Safety
+/// Called by CPython only, through [`call_soon_threadsafe_descriptor`].
+unsafe extern "C" fn call_soon_threadsafe_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let method = "call_soon_threadsafe";
+    // SAFETY: forwarded as CPython passed them.
+    unsafe {
+        callback_fastcall(
+            method,
+            LoopCore::call_soon_threadsafe,
+            slf,
+            args,
+            nargs,
+            kwnames,
+        )
+    }
 }
 
 /// The method descriptor for `call_soon`, bound to `LoopCore` and its subclasses.
@@ -140,6 +188,16 @@ pub(crate) fn call_soon_descriptor(py: Python<'_>) -> PyResult<Bound<'_, PyAny>>
         c"call_soon",
         call_soon_fastcall,
         c"call_soon(callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.",
+    )
+}
+
+/// The method descriptor for `call_soon_threadsafe`.
+pub(crate) fn call_soon_threadsafe_descriptor(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    method_descriptor(
+        &py.get_type::<LoopCore>(),
+        c"call_soon_threadsafe",
+        call_soon_threadsafe_fastcall,
+        c"call_soon_threadsafe(callback, *args, context=None)\n--\n\nLike call_soon(), but thread-safe.",
     )
 }
 

@@ -35,5 +35,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "_call_soon_fastcall",
         fastcall::call_soon_descriptor(m.py())?,
     )?;
+    m.add(
+        "_call_soon_threadsafe_fastcall",
+        fastcall::call_soon_threadsafe_descriptor(m.py())?,
+    )?;
     Ok(())
 }

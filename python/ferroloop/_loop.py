@@ -21,7 +21,7 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
 
-from ._ferroloop import LoopCore, _call_soon_fastcall
+from ._ferroloop import LoopCore, _call_soon_fastcall, _call_soon_threadsafe_fastcall
 from ._net import NetworkMixin
 from ._unix import UnixMixin
 
@@ -59,6 +59,7 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
 
     # The hand-parsed entry point (src/fastcall.rs): asyncio's Futures and Tasks call it per step.
     call_soon = _call_soon_fastcall
+    call_soon_threadsafe = _call_soon_threadsafe_fastcall
 
     def __init__(self):
         self._exception_handler = None
