@@ -22,7 +22,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::errors::os_error;
-use crate::transport::{would_block, MAX_READ, RECV_BUFFER};
+use crate::transport::{fd_readable_back, held_fd, would_block, MAX_READ, RECV_BUFFER};
 
 /// A sender, as the kernel reported it (the key of the address cache).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,11 @@ enum Sender {
 
 #[pyclass(module = "ferroloop._ferroloop")]
 pub struct DatagramReader {
+    /// The transport's socket: its fd is used only while the socket still holds it (see
+    /// `transport::held_fd`).
+    sock: Py<PyAny>,
     fd: RawFd,
+    fd_checked: bool,
     max_size: usize,
     last: Option<(Sender, Py<PyAny>)>,
 }
@@ -181,12 +185,15 @@ impl DatagramReader {
 #[pymethods]
 impl DatagramReader {
     #[new]
-    fn new(fd: RawFd, max_size: usize) -> Self {
-        DatagramReader {
+    fn new(sock: &Bound<'_, PyAny>, max_size: usize) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0("fileno")?.extract()?;
+        Ok(DatagramReader {
+            fd_checked: fd_readable_back(sock, fd)?,
+            sock: sock.clone().unbind(),
             fd,
             max_size: max_size.clamp(1, MAX_READ),
             last: None,
-        }
+        })
     }
 
     /// asyncio's `_read_ready` after its `_conn_lost` check: one datagram, to
@@ -198,29 +205,31 @@ impl DatagramReader {
         let py = slf.py();
         let (fd, max_size) = {
             let me = slf.try_borrow()?;
-            (me.fd, me.max_size)
+            (held_fd(&me.sock, me.fd, me.fd_checked), me.max_size)
         };
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let received = RECV_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            // SAFETY: the buffer has at least `max_size` writable bytes and `storage` is a
-            // sockaddr_storage of `len` bytes; both outlive the call.
-            let n = unsafe {
-                libc::recvfrom(
-                    fd,
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    max_size,
-                    0,
-                    storage.as_mut_ptr() as *mut libc::sockaddr,
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(PyBytes::new(py, &buf[..n as usize]))
-            }
+        let received = fd.and_then(|fd| {
+            RECV_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                // SAFETY: the buffer has at least `max_size` writable bytes and `storage` is a
+                // sockaddr_storage of `len` bytes; both outlive the call.
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        max_size,
+                        0,
+                        storage.as_mut_ptr() as *mut libc::sockaddr,
+                        &mut len,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(PyBytes::new(py, &buf[..n as usize]))
+                }
+            })
         });
         let data = match received {
             Ok(data) => data,
@@ -253,6 +262,10 @@ impl DatagramReader {
         connected: bool,
     ) -> PyResult<bool> {
         let data = data.as_bytes();
+        // The socket closed under us: asyncio's path, through the socket object, reports it.
+        if held_fd(&self.sock, self.fd, self.fd_checked).is_err() {
+            return Ok(false);
+        }
         let sent = if connected {
             // SAFETY: `data` is a live slice for the duration of the call.
             unsafe { libc::send(self.fd, data.as_ptr() as *const libc::c_void, data.len(), 0) }
@@ -275,6 +288,7 @@ impl DatagramReader {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.sock)?;
         if let Some((_, addr)) = &self.last {
             visit.call(addr)?;
         }

@@ -475,6 +475,25 @@ impl LoopCore {
         Ok(Some(old))
     }
 
+    /// `unwatch` of `transport`'s own registration only (see SocketTransportCore::unwatch).
+    pub(crate) fn unwatch_transport(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        write: bool,
+        transport: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Watcher>> {
+        let ours = {
+            let me = slf.try_borrow()?;
+            let map = if write { &me.writers } else { &me.readers };
+            matches!(map.get(&fd), Some(Watcher::Transport(t)) if t.is(transport))
+        };
+        if ours {
+            Self::unwatch(slf, fd, write)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Queues the watchers of the fds `poller` found ready, as asyncio's `_process_events`.
     fn queue_events(&mut self, py: Python<'_>, poller: &mut Poller) {
         for ev in poller.events.iter() {

@@ -56,6 +56,43 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SOCKET_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The fd a `_socket.socket` object holds right now (-1 once closed), read from its C struct
+/// without running Python code: CPython's `PySocketSockObject` starts with the object header,
+/// then `SOCKET_T sock_fd` (an int on POSIX), and has since Python 2. `SocketTransportCore::new`
+/// checks the read against `fileno()` before relying on it.
+///
+/// # Safety
+/// `sock` must be a live instance of `_socket.socket` (or of a subclass: they share the layout).
+unsafe fn socket_struct_fd(sock: *mut pyo3::ffi::PyObject) -> RawFd {
+    // SAFETY: per the contract, `sock` points to a PySocketSockObject, whose `sock_fd` int
+    // follows the PyObject header (suitably aligned: the header is pointer-aligned).
+    unsafe {
+        *(sock as *const u8)
+            .add(std::mem::size_of::<pyo3::ffi::PyObject>())
+            .cast::<libc::c_int>()
+    }
+}
+
+/// Whether the fd of `sock` (which is `fd` now) can be read back later without Python code.
+pub(crate) fn fd_readable_back(sock: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<bool> {
+    let socket_type = SOCKET_TYPE.import(sock.py(), "_socket", "socket")?;
+    // SAFETY: only read once `sock` is known to be a `_socket.socket`.
+    Ok(sock.is_instance(socket_type)? && unsafe { socket_struct_fd(sock.as_ptr()) } == fd)
+}
+
+/// `fd` while `sock` still holds it, else EBADF: what asyncio's transports get from the socket
+/// object's methods once the program closed it. Unchecked (`checked` false: not a
+/// `_socket.socket`), `fd` as it was.
+pub(crate) fn held_fd(sock: &Py<PyAny>, fd: RawFd, checked: bool) -> std::io::Result<RawFd> {
+    // SAFETY: `checked` comes from fd_readable_back on this very object, alive while we hold it.
+    if !checked || unsafe { socket_struct_fd(sock.as_ptr()) } == fd {
+        Ok(fd)
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::EBADF))
+    }
+}
 static LOGGER_MODULE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 thread_local! {
@@ -180,7 +217,12 @@ pub(crate) fn call_flow_control(
 pub struct SocketTransportCore {
     loop_: Option<Py<LoopCore>>,
     sock: Option<Py<PyAny>>,
+    /// The socket's fd when the transport was made. Used only while the socket object still
+    /// holds it (`io_fd`): a program may close the socket under the transport, and the kernel
+    /// gives the number to the next socket opened, which must never see this connection's I/O.
     fd: RawFd,
+    /// The socket is a `_socket.socket` whose fd can be read back without Python code.
+    fd_checked: bool,
     protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`: reads go into its `get_buffer()`.
     buffered: bool,
@@ -213,6 +255,17 @@ pub struct SocketTransportCore {
 }
 
 impl SocketTransportCore {
+    /// The fd to do I/O on, or EBADF when the socket object no longer holds it (closed by the
+    /// program, its number perhaps another socket's by now): the error asyncio's transports get
+    /// from the socket object's methods then. Called right before each syscall, with no Python
+    /// code in between.
+    fn io_fd(&self) -> std::io::Result<RawFd> {
+        match &self.sock {
+            Some(sock) => held_fd(sock, self.fd, self.fd_checked),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
     fn pending(&self) -> usize {
         self.buffer.len() - self.head
     }
@@ -252,9 +305,23 @@ impl SocketTransportCore {
         let py = slf.py();
         let (loop_, fd) = {
             let me = slf.try_borrow()?;
-            match &me.loop_ {
-                Some(l) => (l.clone_ref(py), me.fd),
-                None => return Ok(()),
+            let Some(l) = &me.loop_ else {
+                return Ok(());
+            };
+            match me.io_fd() {
+                Ok(fd) => (l.clone_ref(py), fd),
+                // The socket was closed under us: its number may be another socket's, which
+                // we must not register as ours. Fail as asyncio's transport fails on its first
+                // I/O through the closed socket object.
+                Err(err) => {
+                    drop(me);
+                    let message = if write {
+                        "Fatal write error on socket transport"
+                    } else {
+                        "Fatal read error on socket transport"
+                    };
+                    return Self::fatal_error(slf, os_error(err), message);
+                }
             }
         };
         let watcher = Watcher::Transport(slf.clone().unbind());
@@ -313,7 +380,9 @@ impl SocketTransportCore {
                 None => return Ok(()),
             }
         };
-        let old = LoopCore::unwatch(loop_.bind(py), fd, write)?;
+        // Only our own registration: if the socket was closed under us and its number taken
+        // by another socket, the watcher there now is someone else's.
+        let old = LoopCore::unwatch_transport(loop_.bind(py), fd, write, slf.as_any())?;
         drop(old);
         Ok(())
     }
@@ -457,13 +526,18 @@ impl SocketTransportCore {
         }
     }
 
-    fn read_data(
-        slf: &Bound<'_, Self>,
-        fd: RawFd,
-        protocol: &Bound<'_, PyAny>,
-        bulk: bool,
-    ) -> PyResult<()> {
+    fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>, bulk: bool) -> PyResult<()> {
         let py = slf.py();
+        let fd = match slf.try_borrow()?.io_fd() {
+            Ok(fd) => fd,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
         let received = if bulk {
             match recv_bytes(py, fd, BULK_READ) {
                 Ok(received) => received,
@@ -507,11 +581,7 @@ impl SocketTransportCore {
         }
     }
 
-    fn read_buffered(
-        slf: &Bound<'_, Self>,
-        fd: RawFd,
-        protocol: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    fn read_buffered(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         // ferroloop's TLS protocol is called directly, not through its Python methods, and the
         // received records go into its incoming BIO straight from the buffer they landed in.
@@ -545,7 +615,12 @@ impl SocketTransportCore {
             }
         };
         // The view holds the buffer exported (and so its memory pinned) until it is dropped.
-        let received = recv(fd, view.buf_ptr() as *mut u8, view.len_bytes());
+        // get_buffer() ran Python code: the socket may have been closed (and its number reused)
+        // meanwhile, so ownership is checked here, right before the read.
+        let received = slf
+            .try_borrow()?
+            .io_fd()
+            .and_then(|fd| recv(fd, view.buf_ptr() as *mut u8, view.len_bytes()));
         let nbytes = match received {
             Ok(n) => n,
             Err(err) if would_block(&err) => return Ok(()),
@@ -619,7 +694,7 @@ impl SocketTransportCore {
             }
             let mut start_watching = false;
             if me.pending() == 0 {
-                match send(me.fd, data) {
+                match me.io_fd().and_then(|fd| send(fd, data)) {
                     Ok(n) if n == data.len() => return Ok(()),
                     Ok(n) => data = &data[n..],
                     Err(err) if would_block(&err) => {}
@@ -664,6 +739,7 @@ impl SocketTransportCore {
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
         }
+        let fd_checked = fd_readable_back(sock, fd)?;
         let extra = extra.unwrap_or_else(|| PyDict::new(py));
         let wrapper = TRANSPORT_SOCKET
             .import(py, "asyncio.trsock", "TransportSocket")?
@@ -681,6 +757,7 @@ impl SocketTransportCore {
             loop_: Some(loop_.clone().unbind()),
             sock: Some(sock.clone().unbind()),
             fd,
+            fd_checked,
             protocol: Some(protocol.clone().unbind()),
             buffered,
             bulk: false,
@@ -723,17 +800,17 @@ impl SocketTransportCore {
 
     pub(crate) fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (fd, protocol, buffered, bulk) = {
+        let (protocol, buffered, bulk) = {
             let me = slf.try_borrow()?;
             if me.conn_lost > 0 || me.closing || me.paused {
                 return Ok(());
             }
-            (me.fd, me.protocol_bound(py)?, me.buffered, me.bulk)
+            (me.protocol_bound(py)?, me.buffered, me.bulk)
         };
         if buffered {
-            Self::read_buffered(slf, fd, &protocol)
+            Self::read_buffered(slf, &protocol)
         } else {
-            Self::read_data(slf, fd, &protocol, bulk)
+            Self::read_data(slf, &protocol, bulk)
         }
     }
 
@@ -747,7 +824,7 @@ impl SocketTransportCore {
             if me.pending() == 0 {
                 None
             } else {
-                Some(send(me.fd, &me.buffer[me.head..]))
+                Some(me.io_fd().and_then(|fd| send(fd, &me.buffer[me.head..])))
             }
         };
         let Some(sent) = sent else {
@@ -774,14 +851,13 @@ impl SocketTransportCore {
                 slf.try_borrow_mut()?.consume(n);
                 // May write more (asyncio's comment: "May append to buffer").
                 Self::maybe_resume_protocol(slf)?;
-                let (empty, waiter, closing, eof, fd) = {
+                let (empty, waiter, closing, eof) = {
                     let me = slf.try_borrow()?;
                     (
                         me.pending() == 0,
                         me.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
                         me.closing,
                         me.eof,
-                        me.fd,
                     )
                 };
                 if empty {
@@ -792,9 +868,12 @@ impl SocketTransportCore {
                     if closing {
                         Self::_call_connection_lost(slf, py.None().into_bound(py))?;
                     } else if eof {
-                        // SAFETY: shutdown on our own socket fd; failure (peer gone) is
-                        // harmless here, as the next read reports it.
-                        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                        // Failure (peer gone, socket closed under us) is harmless here: the
+                        // next read reports it.
+                        if let Ok(fd) = slf.try_borrow()?.io_fd() {
+                            // SAFETY: shutdown of the fd our socket object still holds.
+                            unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                        }
                     }
                 }
                 Ok(())
@@ -838,16 +917,17 @@ impl SocketTransportCore {
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let (shutdown_now, fd) = {
+        let shutdown_fd = {
             let mut me = slf.try_borrow_mut()?;
             if me.closing || me.eof {
                 return Ok(());
             }
             me.eof = true;
-            (me.pending() == 0, me.fd)
+            (me.pending() == 0).then(|| me.io_fd())
         };
-        if shutdown_now {
-            // SAFETY: shutdown on our own socket fd.
+        if let Some(fd) = shutdown_fd {
+            let fd = fd.map_err(os_error)?;
+            // SAFETY: shutdown of the fd our socket object still holds.
             if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
                 return Err(os_error(std::io::Error::last_os_error()));
             }

@@ -71,7 +71,7 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(loop, sock, protocol, address, waiter, extra)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            self._reader = DatagramReader(self._sock_fd, self.max_size)
+            self._reader = DatagramReader(sock, self.max_size)
         else:
             self._reader = None
         # asyncio decides between send() and sendto() on this, at every call.
