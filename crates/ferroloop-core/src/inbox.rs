@@ -93,11 +93,9 @@ mod tests {
     use crate::reactor::{Events, Reactor};
     use std::time::Duration;
 
-    #[test]
-    fn items_from_many_threads_arrive_in_per_thread_order() {
-        let mut reactor = Reactor::new().unwrap();
-        let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
-        let threads: Vec<_> = (0..4u64)
+    /// Four threads pushing (thread, 0..10_000) each.
+    fn spawn_producers(inbox: &Arc<Inbox<(u64, u64)>>) -> Vec<std::thread::JoinHandle<()>> {
+        (0..4u64)
             .map(|t| {
                 let inbox = inbox.clone();
                 std::thread::spawn(move || {
@@ -106,7 +104,22 @@ mod tests {
                     }
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    fn assert_per_thread_order(got: &[(u64, u64)]) {
+        assert_eq!(got.len(), 40_000);
+        for t in 0..4 {
+            let seq: Vec<u64> = got.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
+            assert_eq!(seq, (0..10_000).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn items_from_many_threads_arrive_in_per_thread_order() {
+        let mut reactor = Reactor::new().unwrap();
+        let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
+        let threads = spawn_producers(&inbox);
         let mut got = Vec::new();
         let mut events = Events::with_capacity(4);
         while got.len() < 40_000 {
@@ -119,10 +132,7 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(got.len(), 40_000);
-        for t in 0..4 {
-            let seq: Vec<u64> = got.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
-            assert_eq!(seq, (0..10_000).collect::<Vec<_>>());
-        }
+        assert_per_thread_order(&got);
     }
 
     #[test]
@@ -184,16 +194,7 @@ mod tests {
     fn bounded_drains_from_racing_producers_lose_nothing() {
         let mut reactor = Reactor::new().unwrap();
         let inbox = Arc::new(Inbox::new(reactor.waker().clone()));
-        let threads: Vec<_> = (0..4u64)
-            .map(|t| {
-                let inbox = inbox.clone();
-                std::thread::spawn(move || {
-                    for i in 0..10_000u64 {
-                        inbox.push((t, i)).unwrap();
-                    }
-                })
-            })
-            .collect();
+        let threads = spawn_producers(&inbox);
         let mut got = Vec::new();
         let mut events = Events::with_capacity(4);
         loop {
@@ -212,9 +213,6 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        for t in 0..4 {
-            let seq: Vec<u64> = got.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
-            assert_eq!(seq, (0..10_000).collect::<Vec<_>>());
-        }
+        assert_per_thread_order(&got);
     }
 }
