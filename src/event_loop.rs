@@ -43,8 +43,19 @@ use crate::handles::{retrack, run_handle, Handle, TimerHandle};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
-/// How many emptied handles the loop keeps for reuse.
-const HANDLE_POOL_SIZE: usize = 512;
+/// How many emptied handles the loop keeps for reuse: enough for a flood of thread-safe calls
+/// (the producer pauses past `INBOX_BACKLOG`), which otherwise allocates a handle per call.
+const HANDLE_POOL_SIZE: usize = INBOX_BACKLOG;
+/// What the pool keeps once the loop goes idle (64 KiB of emptied handles; 1 MiB at most after a
+/// burst, until the loop next waits for I/O `POOL_TRIM_INTERVAL` later or stops).
+const HANDLE_POOL_IDLE: usize = 512;
+const POOL_TRIM_INTERVAL: f64 = 1.0;
+
+/// The loop runs the interpreter's signal handlers (`PyErr_CheckSignals`) once every this many
+/// iterations, and at once when a blocking poll was interrupted. Python code run by a callback
+/// already runs them at its next bytecode, so this only bounds the delay of a Ctrl-C during
+/// callbacks that run no Python code; every iteration it was ~8 % of a call_soon chain.
+const SIGNAL_CHECK_EVERY: u32 = 64;
 
 /// The most thread-safe calls one iteration takes from the inbox: a flood from other threads
 /// waits for later iterations instead of making this one longer, so timers and I/O keep their
@@ -218,6 +229,10 @@ pub struct LoopCore {
     clock_resolution: f64,
     /// The thread that made the loop (see `call_soon_threadsafe`).
     creator_thread: u64,
+    /// When the pool may next be trimmed (see `HANDLE_POOL_IDLE`).
+    pool_trim_at: f64,
+    /// Iterations left before the next signal check (see `SIGNAL_CHECK_EVERY`).
+    signal_countdown: u32,
 }
 
 impl LoopCore {
@@ -536,13 +551,18 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut budget = INBOX_BUDGET;
-        let poll = {
+        let (poll, check_signals) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
+            me.signal_countdown -= 1;
+            let check_signals = me.signal_countdown == 0;
+            if check_signals {
+                me.signal_countdown = SIGNAL_CHECK_EVERY;
+            }
             if let Some(inbox) = &me.inbox {
                 budget -= inbox.drain_into(&mut me.ready, budget);
             }
-            if !me.ready.is_empty() || me.stopping {
+            let poll = if !me.ready.is_empty() || me.stopping {
                 // Callbacks are waiting, so the poll cannot block. With no fd watched it could
                 // find nothing but the waker, whose thread-safe calls the inbox hands over
                 // without it: skip the syscall (most of the cost of a call_soon chain). With fds
@@ -555,6 +575,13 @@ impl LoopCore {
                 }
             } else {
                 let now = clock::monotonic();
+                // About to block: give back what the pool grew to for a burst, at most once a
+                // second so that a flood, which empties the ready queue between its bursts, keeps
+                // it. The handles are empty: dropping them runs no Python code.
+                if now >= me.pool_trim_at {
+                    me.pool.truncate(HANDLE_POOL_IDLE);
+                    me.pool_trim_at = now + POOL_TRIM_INTERVAL;
+                }
                 Some(
                     me.timers
                         .next_deadline(is_cancelled(py), &mut me.graveyard)
@@ -575,7 +602,8 @@ impl LoopCore {
                     .ok_or_else(closed_error)
                     .map(|p| (p, timeout))
             })
-            .transpose()?
+            .transpose()?;
+            (poll, check_signals)
         };
         let polled = match poll {
             None => Ok(()),
@@ -643,7 +671,10 @@ impl LoopCore {
             std::mem::forget(std::mem::replace(&mut me.spare, batch));
         }
         outcome?;
-        py.check_signals()
+        if check_signals {
+            py.check_signals()?;
+        }
+        Ok(())
     }
 
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
@@ -704,7 +735,7 @@ impl LoopCore {
             spare: ReadyQueue::default(),
             timers: TimerHeap::new(),
             graveyard: Vec::new(),
-            pool: Vec::with_capacity(HANDLE_POOL_SIZE),
+            pool: Vec::with_capacity(HANDLE_POOL_IDLE),
             task_factory: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
@@ -720,6 +751,8 @@ impl LoopCore {
             thread_id: None,
             clock_resolution: clock::resolution(),
             creator_thread: current_thread(),
+            signal_countdown: SIGNAL_CHECK_EVERY,
+            pool_trim_at: 0.0,
         })
     }
 
@@ -792,8 +825,10 @@ impl LoopCore {
         };
         check_callback(&callback, "call_soon_threadsafe", debug)?;
         let py = slf.py();
-        // Not from the pool, which belongs to the loop's thread.
-        let handle = Handle::new_plain(py, callback, args, context, slf.as_any(), debug, None)?;
+        // From the pool like call_soon's: the GIL serialises this thread's use of it with the
+        // loop thread's (the module is not free-threaded, see lib.rs).
+        let recycled = slf.try_borrow_mut()?.pool.pop();
+        let handle = Handle::new_plain(py, callback, args, context, slf.as_any(), debug, recycled)?;
         if *THREADSAFE_HANDLES.get_or_try_init(py, || {
             py.import("asyncio.events")?
                 .hasattr(intern!(py, "_ThreadSafeHandle"))
@@ -1109,6 +1144,8 @@ impl LoopCore {
     fn _leave_run(&mut self) {
         self.stopping = false;
         self.thread_id = None;
+        // A stopped loop keeps no burst-sized pool (see HANDLE_POOL_IDLE); the handles are empty.
+        self.pool.truncate(HANDLE_POOL_IDLE);
     }
 
     /// Runs iterations until `stop()`.
