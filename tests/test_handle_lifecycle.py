@@ -193,6 +193,37 @@ def test_pending_handles_survive_collections_with_only_the_loop_holding_them(loo
     assert sorted(results) == sorted(list(range(300)) + list(range(1000, 1300)))
 
 
+def test_reader_callbacks_survive_collections_and_their_cycle_is_collected(flavor):
+    """A reader's handle, ready to run (queued by the poll) and still registered, through full
+    collections: its callback's closure stays alive, and once the program lets go of the loop,
+    loop -> reader handle -> closure -> loop is collected."""
+    import socket
+
+    lp = flavor.new_event_loop()
+    a, b = socket.socketpair()
+    try:
+        seen = []
+
+        def make(loop):
+            box = [loop]
+            return lambda: (seen.append(box[0] is loop), gc.collect(), loop.stop())
+
+        lp.add_reader(b, make(lp))
+        lp.call_soon(gc.collect)
+        a.send(b"x")
+        gc.collect()
+        lp.run_forever()
+        assert seen and all(seen)
+        ref = weakref.ref(lp)
+        with pytest.warns(ResourceWarning, match="unclosed event loop"):
+            del lp
+            gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()
+
+
 def test_ferroloop_pending_handles_are_not_gc_tracked(ferro):
     """The property the speed depends on: the GC does not traverse pending handles; one that
     leaves the loop while held elsewhere is tracked again."""
