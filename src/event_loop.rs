@@ -94,8 +94,7 @@ enum TaskApi {
 
 impl TaskApi {
     fn of(py: Python<'_>) -> TaskApi {
-        let v = py.version_info();
-        match (v.major, v.minor, v.patch) {
+        match crate::python_version(py) {
             (3, 13, 3) => TaskApi::Forward,
             (3, 13, p) if p >= 4 => TaskApi::NameContextForward,
             (3, minor, _) if minor >= 14 => TaskApi::Forward,
@@ -768,8 +767,26 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let debug = Self::check_schedule(slf, &callback, "call_soon")?;
-        let handle = Self::new_handle(slf, callback, args, context, debug)?;
+        // check_schedule and new_handle in one borrow: this is every Future callback's and
+        // Task step's way in.
+        let (debug, recycled) = {
+            let mut me = slf.try_borrow_mut()?;
+            me.check_closed()?;
+            if me.debug {
+                me.check_thread()?;
+            }
+            (me.debug, me.pool.pop())
+        };
+        check_callback(&callback, "call_soon", debug)?;
+        let handle = Handle::new_plain(
+            slf.py(),
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            debug,
+            recycled,
+        )?;
         slf.try_borrow_mut()?
             .ready
             .push_back(Ready::Handle(handle.clone().unbind()));
@@ -1017,7 +1034,7 @@ impl LoopCore {
                 factory.call((slf, coro), Some(&kwargs))?
             }
         };
-        if py.version_info() >= (3, 13) {
+        if crate::python_version(py) >= (3, 13, 0) {
             // 3.13 dropped tasks._set_task_name and calls set_name() itself.
             if let Some(name) = name {
                 task.call_method1(intern!(py, "set_name"), (name,))?;

@@ -134,7 +134,9 @@ unsafe fn callback_fastcall(
     into_raw(py, || {
         // SAFETY: `slf` is the live object the descriptor was called on.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        let slf = slf.cast::<LoopCore>()?;
+        // SAFETY: the method descriptor checked that `self` is a LoopCore (or a subclass)
+        // before calling us (PyDescr_NewMethod's descriptors type-check their first argument).
+        let slf = unsafe { slf.cast_unchecked::<LoopCore>() };
         // SAFETY: arguments as CPython passes them to METH_FASTCALL | METH_KEYWORDS.
         let (callback, args, context) =
             unsafe { parse_callback_call(py, method, args, nargs, kwnames) }?;

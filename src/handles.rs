@@ -46,7 +46,7 @@ pub(crate) fn format_callback_source(
         FORMAT_CALLBACK_SOURCE.import(py, "asyncio.format_helpers", "_format_callback_source")?;
     // Python 3.13 shows the arguments only when told the loop is in debug mode; older versions
     // always show them and take no such argument.
-    if py.version_info() >= (3, 13) {
+    if crate::python_version(py) >= (3, 13, 0) {
         let debug = match loop_ {
             Some(l) => l
                 .bind(py)

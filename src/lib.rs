@@ -15,6 +15,17 @@ mod transport;
 
 use pyo3::prelude::*;
 
+/// The running interpreter's `(major, minor, micro)`. PyO3's `version_info()` parses
+/// `Py_GetVersion()`'s string on every call (~390 instructions, once per `create_task`); the
+/// answer cannot change within a process.
+pub(crate) fn python_version(py: Python<'_>) -> (u8, u8, u8) {
+    static VERSION: std::sync::OnceLock<(u8, u8, u8)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let v = py.version_info();
+        (v.major, v.minor, v.patch)
+    })
+}
+
 // Needs the GIL, until a free-threaded build is tested: the loop's state is reached through
 // runtime borrows that the GIL keeps from overlapping across threads (without it a thread
 // calling in while the loop runs would meet "Already borrowed" errors), and a few paths assume

@@ -887,7 +887,7 @@ impl SocketTransportCore {
         }
         if !(data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()) {
             // asyncio's message, which 3.14 made name the accepted types.
-            let accepted = if data.py().version_info() >= (3, 14) {
+            let accepted = if crate::python_version(data.py()) >= (3, 14, 0) {
                 "a bytes, bytearray, or memoryview object"
             } else {
                 "a bytes-like object"

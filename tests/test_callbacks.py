@@ -259,3 +259,15 @@ def test_coroutine_object_rejected_in_debug(loop, method):
             getattr(loop, method)(coro)
     finally:
         coro.close()
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_ferroloop_unbound_method_on_a_foreign_object_is_a_type_error(ferro, method):
+    """ferroloop's native entry point relies on its method descriptor's type check: the class
+    attribute called with something that is not a loop raises TypeError instead of reading a
+    random object as a loop (the stock loop's Python method fails with AttributeError)."""
+    func = getattr(type(ferro), method)
+    with pytest.raises(TypeError):
+        func(object(), print)
+    with pytest.raises(TypeError):
+        func.__get__(object())(print)
