@@ -174,7 +174,24 @@ impl Drop for Running {
 pub struct TimerHandle {}
 
 impl Handle {
-    /// Builds a handle; `context=None` means a copy of the current context, as asyncio.
+    /// The context a handle runs in: `context=None` means a copy of the current one, as asyncio.
+    fn context_for(py: Python<'_>, context: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(match context {
+            Some(ctx) if !ctx.is_none() => ctx.unbind(),
+            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception set,
+            // which from_owned_ptr_or_err turns into an error.
+            _ => {
+                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind()
+            }
+        })
+    }
+
+    /// What debug mode records of where a handle was made.
+    fn traceback_for(py: Python<'_>, debug: bool) -> PyResult<Option<Py<PyAny>>> {
+        debug.then(|| extract_stack(py)).transpose()
+    }
+
+    /// Builds a handle.
     pub(crate) fn build(
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
@@ -184,19 +201,8 @@ impl Handle {
         debug: bool,
         when: Option<f64>,
     ) -> PyResult<Handle> {
-        let context = match context {
-            Some(ctx) if !ctx.is_none() => ctx.unbind(),
-            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception set,
-            // which from_owned_ptr_or_err turns into an error.
-            _ => {
-                unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind()
-            }
-        };
-        let source_traceback = if debug {
-            Some(extract_stack(py)?)
-        } else {
-            None
-        };
+        let context = Handle::context_for(py, context)?;
+        let source_traceback = Handle::traceback_for(py, debug)?;
         Ok(Handle {
             callback: Some(callback.unbind()),
             args: Some(args.unbind()),
@@ -222,15 +228,28 @@ impl Handle {
         debug: bool,
         recycled: Option<Py<Handle>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let fresh = Handle::build(py, callback, args, context, loop_, debug, None)?;
         match recycled {
             Some(h) => {
                 let h = h.into_bound(py);
-                // The recycled handle was emptied when it was taken back, so this drops nothing.
-                *h.try_borrow_mut()? = fresh;
+                let context = Handle::context_for(py, context)?;
+                let source_traceback = Handle::traceback_for(py, debug)?;
+                // Field by field into the emptied handle (see take_contents): the other fields
+                // already have a fresh handle's values, and replacing the whole struct cost a
+                // copy and a drop of it per call_soon.
+                let mut slot = h.try_borrow_mut()?;
+                slot.callback = Some(callback.unbind());
+                slot.args = Some(args.unbind());
+                slot.context = Some(context);
+                slot.loop_ = Some(loop_.clone().unbind());
+                slot.source_traceback = source_traceback;
+                drop(slot);
                 Ok(h)
             }
-            None => Bound::new(py, fresh).map(untracked),
+            None => Bound::new(
+                py,
+                Handle::build(py, callback, args, context, loop_, debug, None)?,
+            )
+            .map(untracked),
         }
     }
 
@@ -246,9 +265,13 @@ impl Handle {
         Option<Py<PyAny>>,
         Option<Py<PyAny>>,
     ) {
+        // Everything but the references goes back to a fresh handle's values here, once: reuse
+        // (`new_plain`) only sets the references.
         self.cancelled = false;
         self.scheduled = false;
         self.run_lock = None;
+        self.repr = None;
+        self.when = 0.0;
         (
             self.callback.take(),
             self.args.take(),

@@ -273,3 +273,25 @@ def test_infinite_delay_never_fires_and_does_not_break_polling(loop):
     loop.call_later(float("inf"), ran.append, "inf")
     loop.run_until_complete(__import__("asyncio").sleep(0.01))
     assert ran == []
+
+
+def test_handle_reused_after_a_cancelled_one_has_its_own_repr(loop):
+    """In debug mode cancel() freezes a handle's repr; a handle made after that one was released
+    (ferroloop reuses the object) shows its own callback and is not cancelled."""
+    loop.set_debug(True)
+
+    def first_callback():
+        pass
+
+    def second_callback():
+        pass
+
+    for _ in range(3):
+        loop.call_soon(first_callback).cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    handles = [loop.call_soon(second_callback) for _ in range(3)]
+    for h in handles:
+        text = repr(h)
+        assert "second_callback" in text and "first_callback" not in text, text
+        assert not text.startswith("<Handle cancelled") and not h.cancelled(), text
+    loop.run_until_complete(asyncio.sleep(0))
