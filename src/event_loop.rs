@@ -943,6 +943,23 @@ impl LoopCore {
         Self::add_watcher(slf, fd, callback, args, context, true)
     }
 
+    /// The callback `add_reader`/`add_writer` registered for the number `fd`, if any: asyncio's
+    /// pipe transports, whose pipe was closed under them, check that a registration on their old
+    /// number is still theirs before removing it (ferroloop._unix).
+    fn _watcher_callback(&self, py: Python<'_>, fd: RawFd, write: bool) -> Option<Py<PyAny>> {
+        let watchers = if write { &self.writers } else { &self.readers };
+        match watchers.get(&fd)? {
+            Watcher::Handle(h) => h
+                .bind(py)
+                .try_borrow()
+                .ok()?
+                .callback
+                .as_ref()
+                .map(|c| c.clone_ref(py)),
+            Watcher::Transport(_) => None,
+        }
+    }
+
     /// `asyncio.Future(loop=self)`. The class is looked up on `asyncio.futures` at each call, as
     /// asyncio's `create_future` does, so a patched `asyncio.futures.Future` is honoured.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {

@@ -232,3 +232,159 @@ def test_datagram_transport_after_the_socket_was_closed(loop):
     assert leaked == b""
     assert kept == b"for the new socket"
     assert errors and all(isinstance(e, OSError) for e in errors)
+
+
+def _alive(c, d):
+    """The reused pair still works both ways and nothing else wrote to it."""
+    assert pending(c) == b"" and pending(d) == b""
+    c.send(b"ping")
+    d.send(b"pong")
+    assert d.recv(10) == b"ping" and c.recv(10) == b"pong"
+
+
+def test_server_whose_listening_socket_was_closed_leaves_the_new_socket_alone(loop):
+    """A server's listening socket closed under it; the server's close() must neither close nor
+    unregister the socket that took its number, and no connection is accepted from it."""
+
+    async def main():
+        lsock = socket.create_server(("127.0.0.1", 0))
+        srv = await loop.create_server(lambda: Recorder(loop), sock=lsock)
+        fd = lsock.fileno()
+        lsock.close()
+        c, d = reuse(fd)
+        try:
+            await asyncio.sleep(0.02)
+            # The stock loop's close() fails on the closed socket (its fileno() is -1) before
+            # anything else; ferroloop answers the same.
+            with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+                srv.close()
+            await asyncio.sleep(0.02)
+            assert c.fileno() == fd
+            _alive(c, d)
+        finally:
+            c.close()
+            d.close()
+
+    run(loop, main())
+
+
+def test_remove_reader_of_a_closed_socket_leaves_the_new_socket_alone(loop):
+    """add_reader(sock), sock closed, its number reused: remove_reader(old sock) must not drop a
+    reader registered for the new socket, and the old callback never runs for the new data."""
+
+    async def main():
+        a, b = socket.socketpair()
+        old_calls = []
+        loop.add_reader(a, old_calls.append, "old")
+        fd = a.fileno()
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+        c, d = reuse(fd)
+        try:
+            new_calls = loop.create_future()
+            loop.add_reader(c, lambda: new_calls.done() or new_calls.set_result(c.recv(10)))
+            # Forgotten once removed: the stock loop's answer for a closed socket is ValueError.
+            with pytest.raises(ValueError):
+                loop.remove_reader(a)
+            d.send(b"data")
+            assert await asyncio.wait_for(new_calls, 5) == b"data"
+            assert old_calls == []
+            loop.remove_reader(c)
+        finally:
+            c.close()
+            d.close()
+
+    run(loop, main())
+
+
+def test_sock_recv_on_a_closed_socket_reads_no_ones_data(loop):
+    """sock_recv waiting on a socket that is closed meanwhile, its number reused: the new
+    socket's data is not read by the old wait."""
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        fd = a.fileno()
+        waiter = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        a.close()
+        b.close()
+        c, d = reuse(fd)
+        try:
+            d.send(b"secret")
+            await asyncio.sleep(0.05)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                assert waiter.result() != b"secret"
+            waiter.cancel()
+            assert c.recv(100) == b"secret"
+        finally:
+            c.close()
+            d.close()
+
+    run(loop, main())
+
+
+def test_ferroloop_write_pipe_whose_pipe_was_closed_writes_to_no_one(ferro):
+    """A write pipe transport over a pipe file the program closed: its writes and close() must
+    not reach or close the socket that took the number. The stock loop's transport (asyncio's
+    _UnixWritePipeTransport, os.write on the number it kept) writes b"LEAKED" into that socket;
+    ferroloop's meets EBADF, as for a closed pipe whose number was not reused."""
+    import os
+
+    loop = ferro
+
+    async def main():
+        r, w = os.pipe()
+        wfile = open(w, "wb", buffering=0)  # noqa: SIM115 - closed under the transport
+        protocol = Recorder(loop)
+        transport, _ = await loop.connect_write_pipe(lambda: protocol, wfile)
+        wfile.close()
+        c, d = reuse(w)
+        try:
+            loop.add_reader(c, lambda: None)
+            transport.write(b"LEAKED")
+            assert isinstance(await asyncio.wait_for(protocol.lost, 5), OSError)
+            transport.close()
+            await asyncio.sleep(0.02)
+            assert c.fileno() == w
+            _alive(c, d)
+            # The new socket's own registration survived the old transport's clean-up.
+            assert loop.remove_reader(c)
+        finally:
+            c.close()
+            d.close()
+            os.close(r)
+
+    run(loop, main())
+
+
+def test_ferroloop_read_pipe_whose_pipe_was_closed_reads_no_ones_data(ferro):
+    """A read pipe transport paused, its pipe file closed by the program, the number reused:
+    resume_reading() must not start reading the new socket (asyncio's transport registers the
+    number again and reads it); ferroloop's sees end of file and closes."""
+    import os
+
+    loop = ferro
+
+    async def main():
+        r, w = os.pipe()
+        rfile = open(r, "rb", buffering=0)  # noqa: SIM115 - closed under the transport
+        protocol = Recorder(loop)
+        transport, _ = await loop.connect_read_pipe(lambda: protocol, rfile)
+        transport.pause_reading()
+        rfile.close()
+        c, d = reuse(r)
+        try:
+            d.send(b"secret")
+            transport.resume_reading()
+            assert await asyncio.wait_for(protocol.lost, 5) is None
+            assert bytes(protocol.data) == b""
+            assert c.recv(100) == b"secret"
+            _alive(c, d)
+        finally:
+            c.close()
+            d.close()
+            os.close(w)
+
+    run(loop, main())

@@ -50,11 +50,7 @@ _BORROWED = {
         "sock_sendto",
         "_sock_sendto",
     ),
-    _UNIX: (
-        "_make_read_pipe_transport",
-        "_make_write_pipe_transport",
-        "_child_watcher_callback",
-    ),
+    _UNIX: ("_child_watcher_callback",),
 }
 
 
@@ -108,6 +104,77 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
     def __repr__(self):
         loop_open = self._loop is not None and not self._loop.is_closed()
         return transport_repr(self, not self._closing, self._buffer_size, show_io=loop_open)
+
+
+# A descriptor that is never anybody's: the read end of a pipe whose write end is closed, so a
+# write fails with EBADF, a read sees end of file, and epoll accepts it (it refuses /dev/null). A
+# pipe transport whose pipe was closed under it acts on this instead of its old number (see
+# _OwnedPipe). Made on first need, kept for the process.
+_NO_FD = None
+
+
+def _no_fd():
+    global _NO_FD
+    if _NO_FD is None:
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.close(w)
+        _NO_FD = r
+    return _NO_FD
+
+
+class _OwnedPipe:
+    """asyncio's pipe transports keep their pipe's number and call os.read()/os.write() and
+    the loop's _add_reader()/_remove_reader() on it. If the program closes the pipe object under
+    the transport, the number goes to the next file it opens, and asyncio's transport would
+    then write into that file, read from it, or remove its registrations (the stock loop does).
+    Before each of those methods this mixin checks that the pipe object still holds the number;
+    once it does not, the transport drops its own registrations on the old number (only if they
+    are still its own) and acts on a descriptor that is nobody's, so asyncio's code meets the
+    EBADF (or end of file) it would meet for a closed pipe whose number was not reused."""
+
+    def _check_pipe_fd(self):
+        fd = self._fileno
+        if fd == _NO_FD:
+            return
+        pipe = self._pipe
+        try:
+            if pipe is None or pipe.fileno() == fd:
+                return
+        except (ValueError, OSError):  # a closed file object
+            pass
+        loop = self._loop
+        for write, remove in ((False, loop._remove_reader), (True, loop._remove_writer)):
+            callback = loop._watcher_callback(fd, write)
+            if getattr(callback, "__self__", None) is self:
+                remove(fd)
+        self._fileno = _no_fd()
+
+
+def _guard_fd(cls, names):
+    """Makes each method of `names` check the pipe's number first (see _OwnedPipe)."""
+    for name in names:
+        inner = getattr(cls.__mro__[2], name)
+
+        def method(self, *args, _inner=inner):
+            self._check_pipe_fd()
+            return _inner(self, *args)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = inner.__doc__
+        setattr(cls, name, method)
+    return cls
+
+
+class ReadPipeTransport(_OwnedPipe, unix_events._UnixReadPipeTransport):
+    pass
+
+
+class WritePipeTransport(_OwnedPipe, unix_events._UnixWritePipeTransport):
+    pass
+
+
+_guard_fd(ReadPipeTransport, ("pause_reading", "resume_reading", "_read_ready", "_close"))
+_guard_fd(WritePipeTransport, ("write", "_write_ready", "_read_ready", "write_eof", "_close"))
 
 
 class _ChildWatcher:
@@ -234,6 +301,12 @@ class UnixMixin:
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
