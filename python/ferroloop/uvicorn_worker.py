@@ -26,11 +26,11 @@ def _uvicorn_class(name: str) -> type:
 
 
 def _worker_class(name: str) -> type:
+    base = _uvicorn_class(name)
     from uvicorn.config import Config
 
     import ferroloop
 
-    base = _uvicorn_class(name)
     # uvicorn >= 0.36 takes a loop factory by import string; before, it took a setup function
     # there, and "none" leaves the loop to asyncio's default, which init_process makes ferroloop.
     loop = "ferroloop:new_event_loop" if hasattr(Config, "get_loop_factory") else "none"
