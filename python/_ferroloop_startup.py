@@ -4,8 +4,9 @@
 interpreter the program starts inherits it: multiprocessing's spawn and forkserver children, and
 servers' workers started as new interpreters (hypercorn ``-w N``, uvicorn ``--workers N``, granian
 on 3.14). ``ferroloop_startup.pth``, installed beside this module in site-packages, imports this
-module at start-up only when the variable is set to something other than ``0``; without it the
-cost is one line of the .pth read and one environment look-up.
+module at start-up only when the variable is in the environment; without it the cost is one line
+of the .pth compiled and one look-up of the name (``in os.environ``, cheaper than reading the
+value); this module reads the value, and does nothing for ``0`` or an empty one.
 
 Even then nothing heavy happens at start-up: this module imports nothing beyond what the
 interpreter has already imported, and puts a watcher on ``sys.meta_path``. ferroloop itself is

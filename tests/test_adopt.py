@@ -178,25 +178,34 @@ def test_runner_rejects_an_unknown_mode(run_python, tmp_path):
 
 # ------------------------------------------------------------------------- the start-up hook
 
-PROBE_MODULES = (
-    "import sys; print(sorted(m for m in sys.modules if 'ferroloop' in m or m == 'asyncio'))"
+PROBE = (
+    "import sys\n"
+    "print(sorted(m for m in sys.modules if 'ferroloop' in m or m == 'asyncio'))\n"
+    "print(any(type(f).__name__ == '_Watcher' for f in sys.meta_path))\n"
 )
 
 
-@pytest.mark.parametrize("value", [None, "", "0"])
-def test_hook_imports_nothing_without_the_variable(run_python, value):
-    env = {} if value is None else {"FERROLOOP_INSTALL": value}
-    proc = run_python([PYTHON, "-c", PROBE_MODULES], env=env)
+def test_hook_imports_nothing_without_the_variable(run_python):
+    proc = run_python([PYTHON, "-c", PROBE])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert proc.stdout.splitlines() == ["[]", "False"]
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+def test_hook_does_nothing_when_the_variable_says_no(run_python, value):
+    # The .pth line only looks for the name (the cheapest test); the module reads the value.
+    proc = run_python([PYTHON, "-c", PROBE], env={"FERROLOOP_INSTALL": value})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['_ferroloop_startup']", "False"]
     assert proc.stderr == ""
 
 
 def test_hook_waits_for_asyncio(run_python):
     # Interpreter start-up imports neither asyncio nor ferroloop: only the hook's own module.
-    proc = run_python([PYTHON, "-c", PROBE_MODULES], env={"FERROLOOP_INSTALL": "1"})
+    proc = run_python([PYTHON, "-c", PROBE], env={"FERROLOOP_INSTALL": "1"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "['_ferroloop_startup']"
+    assert proc.stdout.splitlines() == ["['_ferroloop_startup']", "True"]
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,28 @@ def test_hypercorn_under_runner(app_dir):
         assert_all_ferroloop(server.answers_from(2), 2, server)
 
 
+HYPERCORN_SERVE = """\
+import ferroloop
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from app import app
+
+if __name__ == "__main__":
+    config = Config()
+    config.bind = ["127.0.0.1:{port}"]
+    ferroloop.run(serve(app, config))
+"""
+
+
+def test_hypercorn_serve_on_ferroloop_run(app_dir):
+    need("hypercorn")
+    port = free_port()
+    (app_dir / "serve.py").write_text(HYPERCORN_SERVE.format(port=port))
+    with serving([PYTHON, "serve.py"], cwd=app_dir, port=port) as server:
+        assert_all_ferroloop(server.answers_from(1), 1, server)
+
+
 # ----------------------------------------------------------------------------------- granian
 
 # granian starts its workers with the interpreter's default start method (fork up to 3.13,
@@ -295,6 +317,23 @@ def test_pytest_asyncio_under_runner(tmp_path):
     need("pytest_asyncio")
     loop = run_pytest(tmp_path, RUNNER, "", "@pytest.mark.asyncio")
     assert loop == "ferroloop._loop"
+
+
+def test_anyio_run_backend_options(run_python):
+    need("anyio")
+    code = textwrap.dedent(
+        """\
+        import asyncio, anyio, ferroloop
+
+        async def main():
+            return type(asyncio.get_running_loop()).__module__
+
+        print(anyio.run(main, backend_options={"loop_factory": ferroloop.new_event_loop}))
+        """
+    )
+    proc = run_python([PYTHON, "-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ferroloop._loop"
 
 
 def test_anyio_backend_loop_factory(tmp_path):
