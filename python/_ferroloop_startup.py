@@ -67,11 +67,16 @@ class _Watcher:
         else:
             return None
         loader = spec.loader
-        # Only a loader made for this one module (FileFinder makes one per file) may carry the
-        # wrapper; BuiltinImporter and FrozenImporter are classes shared by every such module.
-        if loader is None or isinstance(loader, type) or not hasattr(loader, "exec_module"):
+        if loader is None or not hasattr(loader, "exec_module"):
             return spec
-        loader.exec_module = _after(loader, loader.exec_module, name)
+        if getattr(loader, "name", None) == name:
+            # A loader made for this one module (FileFinder's file loaders): it runs the module
+            # and then tells ferroloop, once.
+            loader.exec_module = _after(loader, loader.exec_module, name)
+        else:
+            # One that loads many modules (a zipimporter, importlib's class-level importers)
+            # must stay untouched: this spec gets a stand-in.
+            spec.loader = _Loader(loader, name)
         return spec
 
 
@@ -85,6 +90,24 @@ def _after(loader, exec_module, name):
         loaded(name, module)
 
     return run
+
+
+class _Loader:
+    """Runs a module through the loader that found it, then tells ferroloop."""
+
+    def __init__(self, loader, name):
+        self._loader = loader
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(self._loader, attr)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        loaded(self._name, module)
 
 
 def loaded(name, module):

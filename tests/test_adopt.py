@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import zipfile
 
 import pytest
 from server_helpers import need
@@ -227,6 +228,52 @@ def test_hook_installs_ferroloop_whatever_comes_first(run_python, first_import):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ferroloop._loop", "ferroloop._loop"]
     assert proc.stderr == ""
+
+
+# A stand-in for rloop (another loop library the runner replaces), so that the test needs no
+# rloop: its loop is asyncio's, which is not what a replaced request gives. It imports a module
+# from where it was itself loaded while it runs, as packages do.
+FAKE_RLOOP = """\
+import asyncio
+
+import other
+
+
+def new_event_loop():
+    return asyncio.SelectorEventLoop()
+"""
+
+
+@pytest.mark.parametrize("where", ["directory", "zip"])
+def test_hook_replaces_a_loop_library_wherever_it_is_loaded_from(run_python, tmp_path, where):
+    # From a directory a file loader made for the module runs it; from a zip archive, one
+    # zipimporter loads every module in it (other.py too, in the middle of rloop's import) and
+    # must be left as it is.
+    if where == "zip":
+        with zipfile.ZipFile(tmp_path / "libs.zip", "w") as archive:
+            archive.writestr("rloop/__init__.py", FAKE_RLOOP)
+            archive.writestr("other.py", "VALUE = 1\n")
+        path = tmp_path / "libs.zip"
+    else:
+        (tmp_path / "libs" / "rloop").mkdir(parents=True)
+        (tmp_path / "libs" / "rloop" / "__init__.py").write_text(FAKE_RLOOP)
+        (tmp_path / "libs" / "other.py").write_text("VALUE = 1\n")
+        path = tmp_path / "libs"
+    code = (
+        "import rloop, other\n"
+        "loop = rloop.new_event_loop()\n"
+        "print(type(loop).__module__, type(rloop.__loader__).__name__, other.VALUE)\n"
+        "loop.close()\n"
+    )
+    proc = run_python([PYTHON, "-c", code], env={"FERROLOOP_INSTALL": "1", "PYTHONPATH": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    module, loader, value = proc.stdout.split()
+    assert (module, value) == ("ferroloop._loop", "1")
+    assert loader == ("_Loader" if where == "zip" else "SourceFileLoader")
+    assert notices(proc.stderr) == [
+        "ferroloop: rloop.new_event_loop replaced by ferroloop (FERROLOOP_INSTALL=1, as python -m "
+        "ferroloop sets; FERROLOOP_INSTALL=defaults keeps rloop)"
+    ]
 
 
 def test_hook_ignores_an_unknown_mode_and_says_so(run_python):
