@@ -173,10 +173,13 @@ def new_loop(flavor):
 
 
 def child_env(extra=None):
-    """Environment for child interpreters: ours minus asyncio debug switches."""
+    """Environment for child interpreters: ours minus asyncio debug switches and ferroloop's
+    start-up switch (a suite run under python -m ferroloop must not turn the stock flavour's
+    children into ferroloop ones)."""
     env = dict(os.environ)
     env.pop("PYTHONASYNCIODEBUG", None)
     env.pop("PYTHONDEVMODE", None)
+    env.pop("FERROLOOP_INSTALL", None)
     if extra:
         env.update(extra)
     return env

@@ -124,3 +124,9 @@ def run(main, *, debug=None):
         raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)
+
+
+# Under python -m ferroloop's start-up hook, the asyncio this package imported arrived before the
+# package could install itself: the hook kept it for now.
+if "_ferroloop_startup" in sys.modules:
+    sys.modules["_ferroloop_startup"].flush()

@@ -1,8 +1,8 @@
 """``python -m ferroloop script.py [args...]`` / ``python -m ferroloop -m module [args...]``.
 
-Runs an unmodified asyncio program with ferroloop behind asyncio.run(), asyncio.Runner() and
-asyncio.new_event_loop(), the way ``python script.py`` / ``python -m module`` would run it:
-the same sys.argv, ``__name__ == "__main__"``, sys.path[0] and exit status.
+Runs an unmodified program the way ``python script.py`` / ``python -m module`` would (the same
+sys.argv, ``__name__ == "__main__"``, sys.path[0] and exit status), with ferroloop as its event
+loop everywhere: see HELP, and ``ferroloop._adopt`` for how each server's choice is reached.
 """
 
 from __future__ import annotations
@@ -11,17 +11,67 @@ import os
 import runpy
 import sys
 
-USAGE = "usage: python -m ferroloop script.py [args...] | -m module [args...]"
+USAGE = "usage: python -m ferroloop script.py [args...] | -m module [args...] | --version | --help"
+
+HELP = f"""\
+{USAGE}
+
+Runs a Python program as `python script.py` or `python -m module` would (same sys.argv,
+__main__, sys.path[0] and exit status), with ferroloop as its asyncio event loop everywhere:
+
+  - asyncio.run(), asyncio.Runner() and asyncio.new_event_loop() make ferroloop loops;
+  - a server's automatic and "asyncio" loop choices run on ferroloop: uvicorn --loop auto and
+    --loop asyncio, hypercorn -k asyncio, granian --loop auto and --loop asyncio, daphne,
+    aiohttp's web.run_app(), pytest-asyncio;
+  - an explicit request for another loop (uvloop, rloop, zuvloop: uvicorn --loop uvloop,
+    uvloop.run(), uvloop.install(), loop_factory=uvloop.new_event_loop, ...) gets ferroloop
+    too, and the process says so in one line on stderr;
+  - worker processes follow: forked ones inherit this, and the program's environment gets
+    FERROLOOP_INSTALL=1, which a start-up hook installed with ferroloop honours in every Python
+    interpreter of this installation (multiprocessing's spawn and forkserver, hypercorn -w N,
+    uvicorn --workers N, granian's workers).
+
+Environment:
+  FERROLOOP_INSTALL=1         all of the above (what python -m ferroloop sets when unset)
+  FERROLOOP_INSTALL=defaults  ferroloop only where the stock loop would run: a program's
+                              explicit request for uvloop, rloop or zuvloop is kept
+  FERROLOOP_INSTALL=0         ferroloop behind asyncio's defaults in this process only; servers'
+                              own choices and new interpreters are left alone
+
+The hook does nothing in interpreters started with -S or -I (no site-packages start-up)."""
+
+_MODES = ("1", "defaults", "0")
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stderr if not argv else sys.stdout)
-        raise SystemExit(2 if not argv else 0)
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help"):
+        print(HELP)
+        raise SystemExit(0)
 
     import ferroloop
 
-    ferroloop.install()
+    if argv[0] == "--version":
+        print(f"ferroloop {ferroloop.__version__} (Python {sys.version.split()[0]})")
+        raise SystemExit(0)
+
+    mode = os.environ.get("FERROLOOP_INSTALL") or "1"
+    if mode not in _MODES:
+        print(
+            f"ferroloop: FERROLOOP_INSTALL={mode!r} not understood (1, defaults or 0)\n{USAGE}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if mode == "0":
+        ferroloop.install()
+    else:
+        from ferroloop import _adopt
+
+        os.environ["FERROLOOP_INSTALL"] = mode
+        _adopt.activate(mode)
+
     if argv[0] == "-m":
         if len(argv) < 2:
             print("ferroloop: -m needs a module name\n" + USAGE, file=sys.stderr)
