@@ -176,7 +176,17 @@ fn iscoroutinefunction(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 /// asyncio's `BaseEventLoop._check_callback`. The callable check always runs (a non-callable
 /// would otherwise fail later, far from the mistake); the coroutine-function check, which needs
 /// `inspect`, only in debug mode, as asyncio.
+#[inline]
 fn check_callback(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -> PyResult<()> {
+    if !debug && callback.is_callable() {
+        return Ok(());
+    }
+    check_callback_slow(callback, method, debug)
+}
+
+#[cold]
+#[inline(never)]
+fn check_callback_slow(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -> PyResult<()> {
     let py = callback.py();
     let coroutine_error =
         || PyTypeError::new_err(format!("coroutines cannot be used with {method}()"));
