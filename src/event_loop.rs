@@ -36,7 +36,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyInt, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{retrack, run_handle, Handle, TimerHandle};
@@ -171,6 +171,19 @@ fn iscoroutinefunction(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
                 .map(Bound::unbind)
         })
         .map(|f| f.bind(py))
+}
+
+/// asyncio's C Future type (`_asyncio.Future`), if the interpreter has it.
+fn c_future(py: Python<'_>) -> PyResult<Option<&Bound<'_, PyAny>>> {
+    static C_FUTURE: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    C_FUTURE
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(match py.import("_asyncio") {
+                Ok(m) => Some(m.getattr(intern!(py, "Future"))?.unbind()),
+                Err(_) => None,
+            })
+        })
+        .map(|f| f.as_ref().map(|f| f.bind(py)))
 }
 
 /// asyncio's `BaseEventLoop._check_callback`. The callable check always runs (a non-callable
@@ -975,11 +988,30 @@ impl LoopCore {
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let futures = FUTURES_MODULE.import(py, "asyncio", "futures")?;
+        // The module's attribute, read from its dict (a plain module: the same answer as
+        // getattr, without the type lookup that precedes it).
+        let class = match futures.cast::<PyModule>() {
+            Ok(m) => m.dict().get_item(intern!(py, "Future"))?,
+            Err(_) => None,
+        };
+        let class = match class {
+            Some(class) => class,
+            None => futures.getattr(intern!(py, "Future"))?,
+        };
+        // asyncio's own C Future, made in the thread running this loop: `loop=None` has it take
+        // the running loop, which is this one, and skips the keyword dict a `loop=` call builds
+        // (~550 instructions of a create_future/set_result/await round trip of ~5,600). Checked
+        // after the fact, should the program have changed the running loop.
+        let running_here = slf.try_borrow()?.thread_id == Some(current_thread());
+        if running_here && c_future(py)?.is_some_and(|c| class.is(c)) {
+            let future = class.call0()?;
+            if future.getattr(intern!(py, "_loop"))?.is(slf) {
+                return Ok(future);
+            }
+        }
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
-        futures
-            .getattr(intern!(py, "Future"))?
-            .call((), Some(&kwargs))
+        class.call((), Some(&kwargs))
     }
 
     /// asyncio's `BaseEventLoop.create_task`, with the running Python's signature (see

@@ -29,6 +29,58 @@ def test_create_future(loop):
     fut.cancel()
 
 
+def test_create_future_while_running_belongs_to_the_loop(loop):
+    """From a callback of the running loop, from another loop's run in a thread, and with the
+    program's own "running loop" swapped in: the future is always this loop's."""
+    other = asyncio.new_event_loop()
+    got = {}
+
+    def from_callback():
+        got["running"] = loop.create_future()
+        # A program that replaced the running loop (as nest_asyncio-style code does).
+        asyncio.events._set_running_loop(other)
+        try:
+            got["swapped"] = loop.create_future()
+        finally:
+            asyncio.events._set_running_loop(loop)
+        loop.stop()
+
+    loop.call_soon(from_callback)
+    loop.run_forever()
+
+    def in_thread():
+        got["thread"] = other.run_until_complete(_make_future_on(loop))
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join(5)
+    other.close()
+    for how, fut in got.items():
+        assert fut.get_loop() is loop, how
+        fut.cancel()
+
+
+async def _make_future_on(loop):
+    return loop.create_future()
+
+
+def test_create_future_honours_a_patched_future_class(loop, monkeypatch):
+    made = []
+
+    class MyFuture(asyncio.Future):
+        def __init__(self, *, loop=None):
+            made.append(loop)
+            super().__init__(loop=loop)
+
+    monkeypatch.setattr(asyncio.futures, "Future", MyFuture)
+
+    async def main():
+        return loop.create_future()
+
+    fut = loop.run_until_complete(main())
+    assert type(fut) is MyFuture and made == [loop] and fut.get_loop() is loop
+
+
 def test_future_done_callbacks_run_via_loop(loop):
     fut = loop.create_future()
     seen = []
