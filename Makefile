@@ -1,7 +1,8 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-rust test-python test-conformance test-pythons test-dbg lint format bench demo
+.PHONY: test test-rust test-python test-conformance test-pythons test-dbg lint format bench demo \
+	profiling-build
 
 test: lint test-rust test-python test-conformance test-pythons test-dbg
 
@@ -36,6 +37,11 @@ format:
 
 bench:
 	$(PYTHON) bench/run.py
+
+# ferroloop built with Cargo.toml's profiling profile (release code plus line tables) into
+# $(PYTHON): what bench/overhead.py and bench/callgrind.sh measure.
+profiling-build:
+	$(PYTHON) bench/profiling.py --install
 
 demo:
 	$(PYTHON) examples/demo.py
