@@ -1,10 +1,22 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-rust test-python test-wheel test-conformance test-pythons test-dbg lint format \
-	bench demo wheels profiling-build
+.PHONY: test test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg \
+	lint format bench demo wheels profiling-build
 
-test: lint test-rust test-python test-wheel test-conformance test-pythons test-dbg
+test: lint test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg
+
+# The stubs against the installed module (stubtest; every allowed difference has its reason in
+# tests/types/stubtest-allowlist.txt), and examples/ under mypy --strict and pyright strict
+# (against the stubs in python/). Installs its checkers (tests/types/tools.txt) into $(PYTHON).
+TYPES = tests/types
+test-types:
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r $(TYPES)/tools.txt
+	$(PYTHON) $(TYPES)/loop_stub.py --check
+	$(PYTHON) -m mypy.stubtest ferroloop --mypy-config-file $(TYPES)/mypy.ini \
+		--allowlist $(TYPES)/stubtest-allowlist.txt
+	$(PYTHON) -m mypy --strict --config-file $(TYPES)/mypy.ini examples/ python/ferroloop/*.pyi
+	$(PYTHON) -m pyright -p $(TYPES)/pyrightconfig.json
 
 test-rust:
 	cargo test -p ferroloop-core
