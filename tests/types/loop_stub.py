@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -227,6 +228,8 @@ def render() -> str:
     body = body.replace("Unpack[_Ts]", "*_Ts")
     text = HEADER.format(mypy_version=mypy_version()) + body + "\n"
     # Formatted as the rest of the tree (the repository's ruff settings, by the file's path).
+    if importlib.util.find_spec("ruff") is None:
+        raise SystemExit("loop_stub.py formats with ruff (the test extra): pip install '.[test]'")
     return subprocess.run(
         [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(STUB), "-"],
         input=text,
