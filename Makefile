@@ -1,9 +1,22 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-rust test-python test-conformance test-pythons test-dbg lint format bench demo
+.PHONY: test test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg \
+	lint format bench demo wheels profiling-build
 
-test: lint test-rust test-python test-conformance test-pythons test-dbg
+test: lint test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg
+
+# The stubs against the installed module (stubtest; every allowed difference has its reason in
+# tests/types/stubtest-allowlist.txt), and examples/ under mypy --strict and pyright strict
+# (against the stubs in python/). Installs its checkers (tests/types/tools.txt) into $(PYTHON).
+TYPES = tests/types
+test-types:
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r $(TYPES)/tools.txt
+	$(PYTHON) $(TYPES)/loop_stub.py --check
+	$(PYTHON) -m mypy.stubtest ferroloop --mypy-config-file $(TYPES)/mypy.ini \
+		--allowlist $(TYPES)/stubtest-allowlist.txt
+	$(PYTHON) -m mypy --strict --config-file $(TYPES)/mypy.ini examples/ python/ferroloop/*.pyi
+	$(PYTHON) -m pyright -p $(TYPES)/pyrightconfig.json
 
 test-rust:
 	cargo test -p ferroloop-core
@@ -11,6 +24,13 @@ test-rust:
 # The servers of tests/test_servers.py come with the test extra: missing, they fail the run.
 test-python:
 	FERROLOOP_REQUIRE_SERVERS=1 $(PYTHON) -m pytest tests --ignore=tests/conformance -q -rs -p no:cacheprovider
+
+# One release wheel for $(PYTHON), as users get it: its manylinux tag checked by auditwheel, the
+# extension's size (< 2 MB) and the licenses inside, then installed into a fresh venv and
+# smoke-tested (import, a coroutine, a timer, a TCP echo). Installs its own tools (maturin,
+# ziglang, auditwheel) into a build venv. See tests/wheel/.
+test-wheel:
+	bash tests/wheel/build.sh $(PYTHON) dist
 
 test-conformance:
 	$(PYTHON) tests/conformance/run.py
@@ -35,8 +55,18 @@ format:
 	cargo fmt --all
 	$(PYTHON) -m ruff format .
 
+# Release wheels for CPython 3.11 to 3.15 into dist/, each checked and smoke-tested as in
+# test-wheel (3.12/3.13 from pyenv, 3.14/3.15 built inside tests/pythons.sh's chroot).
+wheels:
+	bash tests/pythons.sh 3.11 3.12 3.13 3.14 3.15 --wheel
+
 bench:
 	$(PYTHON) bench/run.py
+
+# ferroloop built with Cargo.toml's profiling profile (release code plus line tables) into
+# $(PYTHON): what bench/overhead.py and bench/callgrind.sh measure.
+profiling-build:
+	$(PYTHON) bench/profiling.py --install
 
 demo:
 	$(PYTHON) examples/demo.py

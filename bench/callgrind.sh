@@ -16,7 +16,11 @@
 # repeatable than wall time on a noisy machine, so use this to compare a hot
 # path before/after a change, or between loops.
 #
+# ferroloop is measured in its profiling build (release code with line tables, so
+# callgrind_annotate can name source lines): `python bench/profiling.py --install` puts it in.
+#
 # Env: PYTHON (interpreter, default: the real binary behind `python`),
+#      ANY_BUILD=1 to measure whatever ferroloop build is installed,
 #      BASELINE=0 to skip the baseline run,
 #      OUT_DIR (default bench/results/callgrind) for callgrind.out files,
 #      which `callgrind_annotate FILE` can break down by function.
@@ -56,6 +60,10 @@ export PYTHONHASHSEED=0
 
 # The loop must be creatable before spending minutes under valgrind.
 "$py" "$here/benchmarks.py" --check "$loop" >/dev/null
+if [[ $loop == ferroloop && ${ANY_BUILD:-0} != 1 ]] && ! "$py" "$here/profiling.py" >/dev/null; then
+    echo "(or ANY_BUILD=1 to count this build as it is)" >&2
+    exit 1
+fi
 
 total_ir() {
     # "summary:" (older valgrind) or "totals:" line of a callgrind.out file.

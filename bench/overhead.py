@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # bench/ is sys.path[0] when run as `python bench/overhead.py`.
+import profiling
 from benchmarks import BENCHMARKS, EXIT_UNSUPPORTED, LOOPS, NO_LOOP
 from run import FERRO, best_peer, check_loop, fmt_count
 
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the callgrind.out files go (callgrind_annotate FILE.1 breaks one down)",
     )
     p.add_argument("--json", metavar="PATH", help="also write the raw counts as JSON")
+    p.add_argument(
+        "--any-build",
+        action="store_true",
+        help="measure ferroloop even if it is not the profiling build (bench/profiling.py)",
+    )
     args = p.parse_args(argv)
 
     benches = select(args.bench)
@@ -157,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         if lp not in LOOPS:
             p.error(f"unknown loop {lp!r}; known: {', '.join(LOOPS)}")
     cols = [lp for lp in LOOPS if lp in loops]
+    # The callgrind.out files are for callgrind_annotate, which needs line tables to say where
+    # in ferroloop the instructions went (same code generation as release: same counts).
+    if FERRO in cols and not args.any_build and (problem := profiling.check()):
+        sys.exit(f"overhead.py: {problem}\n(or pass --any-build to count this build as it is)")
     sizes = {b: max(1, int((args.size or BENCHMARKS[b].quick) * args.scale)) for b in benches}
     warmups = {b: max(1, sizes[b] // 20) for b in benches}
     out_dir = Path(args.out_dir)

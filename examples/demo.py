@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import ferroloop
 
@@ -55,7 +56,7 @@ async def program() -> dict[str, int]:
     return {"jobs": done, "sum": total, "timers": timers_fired}
 
 
-def run_on(name: str, loop_factory) -> float:
+def run_on(name: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> float:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         loop_type = type(runner.get_loop())
         t0 = time.perf_counter()

@@ -1,9 +1,9 @@
 //! What the loop queues and watches: plain handles, and native transports dispatched directly.
 //!
 //! A native transport's readiness is queued as `Ready::Read`/`Ready::Write` and run by calling
-//! the transport's Rust code, with no handle object and no Python-level call per event (DESIGN.md:
-//! "Native transports are dispatched directly in Rust"). Order is kept: transport events sit in
-//! the same FIFO as handles, exactly where asyncio would have queued the transport's handle.
+//! the transport's Rust code, with no handle object and no Python-level call per event
+//! (docs/architecture.md, "The data path"). Order is kept: transport events sit in the same
+//! FIFO as handles, exactly where asyncio would have queued the transport's handle.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};

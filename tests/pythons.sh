@@ -9,6 +9,7 @@
 #   tests/pythons.sh 3.14 --run python -c 'import ferroloop'   # any command in the venv
 #   tests/pythons.sh 3.14-dbg                 # the Py_DEBUG interpreter (refcount/GIL assertions)
 #   tests/pythons.sh --shell 3.15             # an interactive shell in the 3.15 venv
+#   tests/pythons.sh 3.11 3.14 --wheel        # a release wheel each into dist/ (tests/wheel/build.sh)
 #
 # Each run builds and installs the working tree (a copy of it, inside the chroot) into a fresh venv.
 #
@@ -28,7 +29,7 @@ CONFORMANCE_VERSIONS=" 3.14 3.15 "
 CHROOT_STAMP="ferroloop-chroot-v1"
 
 shell=0
-mode=default  # default | pytest | conformance | run
+mode=default  # default | pytest | conformance | run | wheel
 versions=()
 extra_args=()
 
@@ -39,6 +40,7 @@ parse_args() {
             --) mode=pytest; shift; extra_args=("$@"); break ;;
             --conformance) mode=conformance; shift; extra_args=("$@"); break ;;
             --run) mode=run; shift; extra_args=("$@"); break ;;
+            --wheel) mode=wheel ;;
             *) versions+=("$1") ;;
         esac
         shift
@@ -134,7 +136,7 @@ chroot_enter() {
     rm -rf "$CHROOT/ferroloop"
     mkdir -p "$CHROOT/ferroloop"
     tar -C "$project" --exclude=./target --exclude=./.git --exclude='*/__pycache__' \
-        --exclude=./tests/conformance/.results -cf - . | tar -C "$CHROOT/ferroloop" -xf -
+        --exclude=./tests/conformance/.results --exclude=./dist -cf - . | tar -C "$CHROOT/ferroloop" -xf -
 }
 
 in_chroot() {
@@ -169,6 +171,18 @@ run_version() {
         run=(env -C "$project")
     fi
     log "Python $version ($("${run[@]}" "$py" -c 'import sys; print(sys.version.split()[0])'))"
+    if [[ $mode == wheel ]]; then
+        # Builds with its own tools and venvs; nothing to install first.
+        "${run[@]}" bash tests/wheel/build.sh "$py" dist || return 1
+        if [[ -n ${run_in_chroot:-} ]]; then
+            local wheel
+            wheel=$(cd "$CHROOT/ferroloop/dist" && echo ferroloop-*-"cp${version/./}"-*.whl)
+            mkdir -p "$project/dist"
+            cp "$CHROOT/ferroloop/dist/$wheel" "$project/dist/"
+            log "copied $wheel to dist/"
+        fi
+        return 0
+    fi
     "${run[@]}" "$py" -m venv --clear "$venv"
     # The test extra brings the servers of tests/test_servers.py, which must then pass. The debug
     # build's run is there for ferroloop's own refcount and GIL assertions: it installs nothing

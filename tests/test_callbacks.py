@@ -31,6 +31,31 @@ def test_call_soon_passes_args(loop):
     assert out == [(1, "two", None)]
 
 
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_callback_by_name(loop, method):
+    # asyncio's signature is (callback, *args, context=None): the callback may be named.
+    out = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "ctx")
+    getattr(loop, method)(callback=lambda: out.append(var.get()), context=ctx)
+    run_briefly(loop)
+    assert out == ["ctx"]
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_callback_twice_is_a_type_error(loop, method):
+    with pytest.raises(TypeError, match="multiple values for argument 'callback'"):
+        getattr(loop, method)(print, callback=print)
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_signature_is_asyncios(loop, method):
+    import inspect
+
+    params = list(inspect.signature(getattr(type(loop), method)).parameters)
+    assert params == ["self", "callback", "args", "context"]
+
+
 def test_call_soon_returns_handle(loop):
     out = []
     h = loop.call_soon(out.append, 1)

@@ -1,20 +1,24 @@
 import asyncio
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ._ferroloop import Handle as Handle
-from ._ferroloop import LoopCore
 from ._ferroloop import TimerHandle as TimerHandle
+from ._loop import Loop as Loop
+
+# As at run time: EventLoopPolicy is left out of `import *` where asyncio deprecates policies.
+__all__ = ["Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+if sys.version_info < (3, 14):
+    __all__ += ["EventLoopPolicy"]
 
 _T = TypeVar("_T")
 
 __version__: str
-
-class Loop(LoopCore, asyncio.AbstractEventLoop): ...  # type: ignore[misc]
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     def _loop_factory(self) -> Loop: ...
 
 def new_event_loop() -> Loop: ...
 def install() -> None: ...
-def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = ...) -> _T: ...
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T: ...

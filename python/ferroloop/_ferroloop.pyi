@@ -1,44 +1,122 @@
-"""Type stubs for the native module ferroloop._ferroloop."""
+"""Type stubs for the native module ferroloop._ferroloop.
+
+The scheduling methods are typed to return asyncio's ``Handle`` and ``TimerHandle`` (as uvloop's
+stubs do), so that their results go where asyncio's types are expected. At run time they return
+ferroloop's own ``Handle``/``TimerHandle``, which have the whole public interface of asyncio's
+(``cancel``, ``cancelled``, ``get_context``, and ``when`` for timers) but are not subclasses of
+them: ``isinstance(handle, asyncio.Handle)`` is false, as with uvloop.
+"""
 
 import asyncio
 import contextvars
 import socket
-from collections.abc import Callable, Iterable
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from typing import Any, Protocol, Self, TypeAlias, TypeVar, TypeVarTuple, final
 
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "LoopCore",
+    "Handle",
+    "TimerHandle",
+    "SocketTransportCore",
+    "DatagramReader",
+    "SSLProtocolCore",
+    "_ssl_app_write_descriptor",
+    "_sock_recv_nowait",
+    "_sock_recv_into_nowait",
+    "_call_soon_fastcall",
+    "_call_soon_threadsafe_fastcall",
+]
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+_Ts = TypeVarTuple("_Ts")
+
+# What asyncio accepts as a coroutine or an awaitable (typeshed's private asyncio aliases):
+# 3.12 no longer takes generator-based coroutines.
+if sys.version_info >= (3, 12):
+    _AwaitableLike: TypeAlias = Awaitable[_T_co]
+    _CoroutineLike: TypeAlias = Coroutine[Any, Any, _T_co]
+else:
+    _AwaitableLike: TypeAlias = Generator[Any, None, _T_co] | Awaitable[_T_co]
+    _CoroutineLike: TypeAlias = Generator[Any, None, _T_co] | Coroutine[Any, Any, _T_co]
+
+class _TaskFactory(Protocol):
+    # The shape of asyncio's task factories (typeshed's private asyncio.events._TaskFactory).
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, factory: _CoroutineLike[_T], /
+    ) -> asyncio.Future[_T]: ...
+
+@disjoint_base
 class Handle:
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
     def get_context(self) -> contextvars.Context: ...
 
+@final
 class TimerHandle(Handle):
     def when(self) -> float: ...
 
+@disjoint_base
 class LoopCore:
     slow_callback_duration: float
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     def time(self) -> float: ...
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = ...
-    ) -> Handle: ...
+        self,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle: ...
     def call_later(
         self,
         delay: float,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = ...,
-    ) -> TimerHandle: ...
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = ...,
-    ) -> TimerHandle: ...
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = ...
-    ) -> Handle: ...
-    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
-    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
+        self,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle: ...
+    def create_future(self) -> asyncio.Future[Any]: ...
+    # asyncio's signatures of each version (3.13.3 adds eager_start, 3.14 passes any other
+    # keyword to the task factory); at run time `(coro, **kwargs)` checked per version.
+    if sys.version_info >= (3, 13):
+        def create_task(
+            self,
+            coro: _CoroutineLike[_T],
+            *,
+            name: str | None = None,
+            context: contextvars.Context | None = None,
+            eager_start: bool | None = None,
+        ) -> asyncio.Task[_T]: ...
+    else:
+        def create_task(
+            self,
+            coro: _CoroutineLike[_T],
+            *,
+            name: str | None = None,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.Task[_T]: ...
+
+    def set_task_factory(self, factory: _TaskFactory | None) -> None: ...
+    def get_task_factory(self) -> _TaskFactory | None: ...
+    # These return the watcher's Handle at run time; typed as asyncio's (None), which is all
+    # that a program written for asyncio may rely on.
+    def add_reader(self, fd: Any, callback: Callable[[*_Ts], object], *args: *_Ts) -> None: ...
+    def add_writer(self, fd: Any, callback: Callable[[*_Ts], object], *args: *_Ts) -> None: ...
     def remove_reader(self, fd: Any) -> bool: ...
     def remove_writer(self, fd: Any) -> bool: ...
     def stop(self) -> None: ...
@@ -46,18 +124,20 @@ class LoopCore:
     def is_closed(self) -> bool: ...
     def get_debug(self) -> bool: ...
 
+@disjoint_base
 class SocketTransportCore:
     """The native data path of a stream socket transport (asyncio.Transport's interface)."""
 
-    def __init__(
-        self,
-        loop: LoopCore,
+    def __new__(
+        cls,
+        loop_: LoopCore,
         sock: socket.socket,
         protocol: asyncio.BaseProtocol,
-        waiter: asyncio.Future[None] | None = ...,
-        extra: dict[str, Any] | None = ...,
-        server: Any = ...,
-    ) -> None: ...
+        waiter: asyncio.Future[None] | None = None,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+        context: contextvars.Context | None = None,
+    ) -> Self: ...
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None: ...
     def write_eof(self) -> None: ...
@@ -75,10 +155,11 @@ class SocketTransportCore:
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
     def get_protocol(self) -> asyncio.BaseProtocol: ...
 
+@final
 class DatagramReader:
     """The native receive path of IPv4/IPv6 datagram transports (see src/datagram.rs)."""
 
-    def __init__(self, sock: socket.socket, max_size: int) -> None: ...
+    def __new__(cls, sock: socket.socket, max_size: int) -> Self: ...
     def read(self, protocol: asyncio.DatagramProtocol) -> None: ...
     def send(
         self,
@@ -88,11 +169,12 @@ class DatagramReader:
         connected: bool,
     ) -> bool: ...
 
+@disjoint_base
 class SSLProtocolCore:
     """The native data path of asyncio's TLS protocol (see src/sslproto.rs): the base that
     ferroloop._sslproto.SSLProtocol puts before asyncio.sslproto.SSLProtocol in its MRO."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     def get_buffer(self, n: int) -> memoryview: ...
     def buffer_updated(self, nbytes: int) -> None: ...
     def _do_read(self) -> None: ...
@@ -136,3 +218,7 @@ def _sock_recv_nowait(sock: socket.socket, n: int) -> bytes | None:
 
 def _sock_recv_into_nowait(sock: socket.socket, buf: Any) -> int | None:
     """``sock.recv_into(buf)``, or None when nothing has arrived yet."""
+
+# Loop's call_soon and call_soon_threadsafe (method descriptors of LoopCore, see src/fastcall.rs).
+_call_soon_fastcall: Callable[..., asyncio.Handle]
+_call_soon_threadsafe_fastcall: Callable[..., asyncio.Handle]
