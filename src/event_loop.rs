@@ -39,7 +39,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyTuple};
 
 use crate::errors::os_error;
-use crate::handles::{retrack, run_handle, Handle, TimerHandle};
+use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -289,7 +289,7 @@ impl LoopCore {
         // SAFETY: reads the reference count of a live object we hold a reference to.
         let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
         let bound = handle.bind(py);
-        if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) {
+        if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) || has_weakrefs(bound) {
             retrack(&handle);
             return Ok(());
         }

@@ -6,8 +6,9 @@
 //! a bound method and an argument tuple per callback.
 //!
 //! Plain handles that nobody else references once they ran are recycled by the loop (see
-//! `LoopCore::recycle`), which is why `Handle` does not support weak references: a recycled
-//! object must not be observable.
+//! `LoopCore::recycle`). A recycled object must not be observable, so a handle something holds a
+//! weak reference to is never recycled: it is released, and its weak references die with it, as
+//! with asyncio's handles (which support weak references; uvloop's test suite checks it).
 //!
 //! While a handle is pending in the loop it is not tracked by the cyclic GC: most handles live
 //! for one iteration, and tracked, every collection traversed every pending handle (a third of
@@ -95,8 +96,26 @@ pub(crate) fn retrack(handle: &Py<Handle>) {
     }
 }
 
+/// Whether anything holds a weak reference to `handle`.
+pub(crate) fn has_weakrefs(handle: &Bound<'_, Handle>) -> bool {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is a live object; its type (Handle or a subclass, created by PyO3 with
+    // `weakref`) keeps the head of the object's weak reference list, a PyObject pointer (NULL
+    // when there is none), at `tp_weaklistoffset` bytes from the object's start, as CPython's
+    // own weakref code reads it. A type without such a slot (offset <= 0, which ours never are)
+    // counts as having weak references, so the caller keeps away from it.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(ptr)).tp_weaklistoffset;
+        if offset <= 0 {
+            return true;
+        }
+        let list = ptr.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>();
+        !(*list).is_null()
+    }
+}
+
 /// A callback scheduled on the loop.
-#[pyclass(module = "ferroloop._ferroloop", subclass)]
+#[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
