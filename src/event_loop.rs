@@ -31,7 +31,7 @@ use ferroloop_core::clock;
 use ferroloop_core::inbox::Inbox;
 use ferroloop_core::reactor::{Events, Interest, Reactor};
 use ferroloop_core::timers::TimerHeap;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -117,30 +117,49 @@ fn is_cancelled(py: Python<'_>) -> impl Fn(&Py<Handle>) -> bool + '_ {
     }
 }
 
-/// asyncio's `selectors._fileobj_to_fd`.
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+/// asyncio's `selectors._fileobj_to_fd`: an int is the fd as it is (a bool included), anything
+/// else is `int(fileobj.fileno())`, so a `fileno()` returning `"3"` or `3.7` means fd 3. An
+/// AttributeError, TypeError or ValueError on the way makes it an invalid file object; any other
+/// exception propagates. The number comes back as the Python int it is, of any size: what a number
+/// that is no fd means depends on the caller (see `raw_fd`, `LoopCore::registrable_fd`).
+fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let fd = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
     } else {
-        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(obj)));
-        let fileno = match obj.call_method0("fileno") {
-            Ok(f) => f,
-            Err(_) => return Err(invalid()),
-        };
-        match fileno
-            .call_method0("__index__")
-            .and_then(|i| i.extract::<i64>())
-        {
+        let converted = obj
+            .call_method0(intern!(py, "fileno"))
+            .and_then(|f| py.get_type::<PyInt>().call1((f,)));
+        match converted {
             Ok(fd) => fd,
-            Err(_) => return Err(invalid()),
+            Err(err)
+                if err.is_instance_of::<PyAttributeError>(py)
+                    || err.is_instance_of::<PyTypeError>(py)
+                    || err.is_instance_of::<PyValueError>(py) =>
+            {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )));
+            }
+            Err(err) => return Err(err),
         }
     };
-    if fd < 0 {
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
+            "Invalid file descriptor: {}",
+            fd.str()?
         )));
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    Ok(fd)
+}
+
+/// The fd a non-negative number from `fileobj_to_fd` names; `None` past a C int, where no fd is
+/// (and so none is watched).
+fn raw_fd(fd: &Bound<'_, PyAny>) -> Option<RawFd> {
+    fd.extract::<i64>()
+        .ok()
+        .and_then(|fd| RawFd::try_from(fd).ok())
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
@@ -326,6 +345,25 @@ impl LoopCore {
         Self::bury(slf)
     }
 
+    /// The fd `add_reader`/`add_writer` watch for the number `fd`. One not watched yet is checked
+    /// by `PyObject_AsFileDescriptor`, as asyncio's selector registers it (`epoll.register`):
+    /// OverflowError past a C int, and 3.13's RuntimeWarning for a bool. An fd watched already is
+    /// modified there, which checks nothing.
+    fn registrable_fd(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        if let Some(raw) = raw_fd(fd) {
+            let me = slf.try_borrow()?;
+            if me.readers.contains_key(&raw) || me.writers.contains_key(&raw) {
+                return Ok(raw);
+            }
+        }
+        // SAFETY: `fd` is a live object; the call returns -1 with an exception set on failure.
+        let raw = unsafe { pyo3::ffi::PyObject_AsFileDescriptor(fd.as_ptr()) };
+        if raw < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(raw)
+    }
+
     fn add_watcher(
         slf: &Bound<'_, Self>,
         fileobj: &Bound<'_, PyAny>,
@@ -337,7 +375,7 @@ impl LoopCore {
         let py = slf.py();
         let method = if write { "add_writer" } else { "add_reader" };
         let debug = Self::check_schedule(slf, &callback, method)?;
-        let fd = fileobj_to_fd(fileobj)?;
+        let fd = Self::registrable_fd(slf, &fileobj_to_fd(fileobj)?)?;
         Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, context, debug)?.unbind();
         let old = Self::watch(slf, fd, Watcher::Handle(handle.clone_ref(py)), write)?;
@@ -361,15 +399,20 @@ impl LoopCore {
             return Ok(false);
         }
         let fd = match fileobj_to_fd(fileobj) {
-            Ok(fd) => fd,
+            Ok(fd) => match raw_fd(&fd) {
+                Some(fd) => fd,
+                // No fd that large is watched: asyncio's selector has no key for it.
+                None => return Ok(false),
+            },
             // asyncio's selector then searches its keys for this very object.
-            Err(err) => {
+            Err(err) if err.is_instance_of::<PyValueError>(slf.py()) => {
                 let me = slf.try_borrow()?;
                 match me.watched_files.iter().find(|(_, f)| f.is(fileobj)) {
                     Some((&fd, _)) => fd,
                     None => return Err(err),
                 }
             }
+            Err(err) => return Err(err),
         };
         Self::check_no_transport(slf, fd)?;
         let removed = Self::unwatch(slf, fd, write)?;

@@ -102,14 +102,16 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
     # -- fd watchers ---------------------------------------------------------------------------
     # The native methods refuse an fd a transport is watching right now; asyncio also refuses
     # the fd of a live transport that is not watching it (paused reading, empty buffer).
+    # add_reader/add_writer return None, as asyncio's public ones; the native methods return the
+    # handle, which the sock_* methods keep (asyncio's _add_reader/_add_writer do the same).
 
     def add_reader(self, fd, callback, *args):
         self._ensure_fd_no_transport(fd)
-        return LoopCore.add_reader(self, fd, callback, *args)
+        LoopCore.add_reader(self, fd, callback, *args)
 
     def add_writer(self, fd, callback, *args):
         self._ensure_fd_no_transport(fd)
-        return LoopCore.add_writer(self, fd, callback, *args)
+        LoopCore.add_writer(self, fd, callback, *args)
 
     def remove_reader(self, fd):
         self._ensure_fd_no_transport(fd)

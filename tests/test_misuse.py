@@ -1,0 +1,240 @@
+"""Misuse answered as asyncio answers it (issue 13, section 2).
+
+Odd file descriptors and file objects, odd deadlines, odd arguments: each test asserts what the
+stock selector loop of the running Python does (exception type and message, return value, what
+runs), on both loops. Where ferroloop answers differently by design, the test says so and asserts
+ferroloop's answer on ferroloop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+import socket
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(30)
+
+ADD = ["add_reader", "add_writer"]
+REMOVE = ["remove_reader", "remove_writer"]
+# Past a C int: no fd has such a number.
+HUGE = [2**31, 2**32, 2**63, 2**64]
+
+
+def _noop(*args):
+    pass
+
+
+class FilenoReturns:
+    """A file object whose fileno() returns whatever it is given."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+    def __repr__(self):
+        return f"FilenoReturns({self.value!r})"
+
+
+class FilenoRaises:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def fileno(self):
+        raise self.exc
+
+    def __repr__(self):
+        return f"FilenoRaises({type(self.exc).__name__})"
+
+
+class Index:
+    """An int-like object through __index__ only."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"Index({self.value})"
+
+
+class IntOnly:
+    """An int-like object through __int__ only."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __int__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"IntOnly({self.value})"
+
+
+class IntRaises:
+    def __int__(self):
+        raise ZeroDivisionError("no int")
+
+
+@pytest.fixture
+def sockpair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+# -- file descriptors that no fd can have ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", REMOVE)
+@pytest.mark.parametrize("fd", HUGE)
+def test_remove_of_a_number_past_any_fd_is_false(loop, method, fd):
+    # asyncio's selector looks the number up, finds no key, and says so.
+    assert getattr(loop, method)(fd) is False
+    assert getattr(loop, method)(FilenoReturns(fd)) is False
+
+
+@pytest.mark.parametrize("method", ADD)
+@pytest.mark.parametrize("fd", HUGE)
+def test_add_of_a_number_past_a_c_int_is_an_overflow_error(loop, method, fd):
+    # What epoll.register() raises for it.
+    message = r"^Python int too large to convert to C int$"
+    with pytest.raises(OverflowError, match=message):
+        getattr(loop, method)(fd, _noop)
+    with pytest.raises(OverflowError, match=message):
+        getattr(loop, method)(FilenoReturns(fd), _noop)
+
+
+@pytest.mark.parametrize("method", ADD)
+def test_add_of_the_largest_c_int_is_a_bad_fd(loop, method):
+    with pytest.raises(OSError) as info:
+        getattr(loop, method)(2**31 - 1, _noop)
+    assert info.value.errno == errno.EBADF
+    assert getattr(loop, "remove" + method[3:])(2**31 - 1) is False
+
+
+@pytest.mark.parametrize("method", ADD + REMOVE)
+@pytest.mark.parametrize("fd", [-1, -(2**31), -(2**64)])
+def test_negative_numbers_are_invalid_descriptors(loop, method, fd):
+    args = (_noop,) if method in ADD else ()
+    message = rf"^Invalid file descriptor: {fd}$"
+    with pytest.raises(ValueError, match=message):
+        getattr(loop, method)(fd, *args)
+    with pytest.raises(ValueError, match=message):
+        getattr(loop, method)(FilenoReturns(fd), *args)
+
+
+@pytest.mark.parametrize("method", ADD + REMOVE)
+@pytest.mark.parametrize("fd", [3.0, "3", b"3", None, Index(3), IntOnly(3), object()])
+def test_a_non_int_without_fileno_is_an_invalid_file_object(loop, method, fd):
+    # Only an int is taken as a number; anything else needs fileno().
+    args = (_noop,) if method in ADD else ()
+    with pytest.raises(ValueError, match=rf"^Invalid file object: {re.escape(repr(fd))}$"):
+        getattr(loop, method)(fd, *args)
+
+
+# -- what fileno() returns: int() of it, as selectors._fileobj_to_fd ----------------------------
+
+
+def _int_likes(fd):
+    """fileno() results that int() turns into `fd`."""
+    return [str(fd), f" {fd}\n", str(fd).encode(), float(fd), fd + 0.7, Index(fd), IntOnly(fd)]
+
+
+@pytest.mark.parametrize("kind", range(7))
+def test_fileno_result_is_taken_through_int(loop, sockpair, kind):
+    a, b = sockpair
+    obj = FilenoReturns(_int_likes(a.fileno())[kind])
+    got = []
+    assert loop.add_reader(obj, lambda: got.append(a.recv(10))) is None
+    b.send(b"ping")
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert got == [b"ping"]
+    # The same fd, whichever object names it.
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop.add_writer(obj, _noop) is None
+    assert loop.remove_writer(FilenoReturns(_int_likes(a.fileno())[kind])) is True
+    assert loop.remove_writer(a.fileno()) is False
+
+
+def test_fileno_returning_the_str_of_a_regular_files_fd_is_that_fd(loop, tmp_path):
+    # The issue's "PermissionError": fd 3 was a regular file, which epoll refuses.
+    with open(tmp_path / "regular", "w") as f:
+        for method in ADD:
+            with pytest.raises(PermissionError) as info:
+                getattr(loop, method)(FilenoReturns(str(f.fileno())), _noop)
+            assert info.value.errno == errno.EPERM
+
+
+@pytest.mark.parametrize("method", ADD + REMOVE)
+@pytest.mark.parametrize("value", [None, "x", "", [], 1j, object()])
+def test_fileno_result_int_refuses_is_an_invalid_file_object(loop, method, value):
+    args = (_noop,) if method in ADD else ()
+    obj = FilenoReturns(value)
+    with pytest.raises(ValueError, match=rf"^Invalid file object: {re.escape(repr(obj))}$"):
+        getattr(loop, method)(obj, *args)
+
+
+@pytest.mark.parametrize("method", ADD + REMOVE)
+@pytest.mark.parametrize("exc", [AttributeError("a"), TypeError("t"), ValueError("v")])
+def test_fileno_raising_attribute_type_or_value_error_is_an_invalid_file_object(loop, method, exc):
+    args = (_noop,) if method in ADD else ()
+    obj = FilenoRaises(exc)
+    with pytest.raises(ValueError, match=rf"^Invalid file object: {re.escape(repr(obj))}$"):
+        getattr(loop, method)(obj, *args)
+
+
+@pytest.mark.parametrize("method", ADD + REMOVE)
+@pytest.mark.parametrize(
+    "exc", [OSError(errno.EBADF, "closed"), ZeroDivisionError("z"), KeyError(3)]
+)
+def test_fileno_raising_anything_else_propagates(loop, method, exc):
+    args = (_noop,) if method in ADD else ()
+    with pytest.raises(type(exc)) as info:
+        getattr(loop, method)(FilenoRaises(exc), *args)
+    assert info.value is exc
+    with pytest.raises(ZeroDivisionError, match="^no int$"):
+        getattr(loop, method)(FilenoReturns(IntRaises()), *args)
+
+
+def test_bools_are_fds_0_and_1(flavor, run_python):
+    """True is fd 1 and False fd 0, as for any int; 3.13 made epoll.register() warn about it."""
+    body = """
+import os, socket, warnings
+loop = LOOP
+a, b = socket.socketpair()
+os.dup2(a.fileno(), 1)
+got = []
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    loop.add_reader(True, lambda: got.append(os.read(1, 10)))
+b.send(b"x")
+loop.run_until_complete(asyncio.sleep(0.05))
+removed = loop.remove_reader(1)
+print(got, removed, [(w.category.__name__, str(w.message)) for w in caught],
+      loop.remove_reader(True), loop.remove_writer(False), file=__import__("sys").stderr)
+loop.close()
+"""
+    code = flavor.python_code(body.replace("LOOP", flavor.loop_expr))
+    proc = run_python([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr
+    warned = [("RuntimeWarning", "bool is used as a file descriptor")]
+    expected = f"[b'x'] True {warned if sys.version_info >= (3, 13) else []} False False"
+    assert proc.stderr.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("method", ADD)
+def test_add_reader_and_add_writer_return_none(loop, sockpair, method):
+    assert getattr(loop, method)(sockpair[0].fileno(), _noop) is None
+    assert getattr(loop, method)(sockpair[0], _noop) is None  # replacing the first
+    assert getattr(loop, "remove" + method[3:])(sockpair[0]) is True
