@@ -36,7 +36,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyInt, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
@@ -786,18 +786,37 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// `delay` is added to the loop's time as asyncio's `self.time() + delay` does, so whatever
+    /// Python's `+` refuses (an object with only `__index__` or `__float__`, a Decimal) is its
+    /// TypeError, and a Fraction or numpy number works.
     #[pyo3(signature = (delay, callback, *args, context=None))]
     fn call_later<'py>(
         slf: &Bound<'py, Self>,
-        delay: Option<f64>,
+        delay: &Bound<'py, PyAny>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
-        let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = clock::monotonic();
+        let secs = if let Ok(delay) = delay.cast::<PyFloat>() {
+            Some(delay.value())
+        } else if delay.is_instance_of::<PyInt>() {
+            // float + int: the int as a double (OverflowError past one, as there).
+            Some(delay.extract::<f64>()?)
+        } else {
+            None
+        };
+        if let Some(secs) = secs {
+            let when = now + secs;
+            return Self::schedule_at(slf, |_| Ok(when), callback, args, context, "call_later");
+        }
+        let when = PyFloat::new(slf.py(), now).add(delay)?;
         Self::schedule_at(
             slf,
-            clock::monotonic() + delay,
+            |pending| deadline(&when, pending),
             callback,
             args,
             context,
@@ -808,13 +827,22 @@ impl LoopCore {
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at<'py>(
         slf: &Bound<'py, Self>,
-        when: Option<f64>,
+        when: Bound<'py, PyAny>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
-        let when = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
-        Self::schedule_at(slf, when, callback, args, context, "call_at")
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        Self::schedule_at(
+            slf,
+            |pending| deadline(&when, pending),
+            callback,
+            args,
+            context,
+            "call_at",
+        )
     }
 
     /// Schedules from any thread. From the loop's own thread (or while the loop is not running)
@@ -1285,16 +1313,44 @@ impl LoopCore {
     }
 }
 
+/// The deadline on the loop's clock. asyncio keeps whatever object it is given and only uses
+/// it once the timer is in its heap: compared with floats (the heap push, when another timer
+/// is pending: "'<' not supported between instances of 'object' and 'float'"; the iteration's
+/// `when >= end_time`) and a float subtracted from it (the poll's timeout, when the loop
+/// waits for it). A deadline those fail on fails there, out of `run_forever` when nothing
+/// else was pending. Our heap holds doubles, so those operations are made here, at once, with
+/// asyncio's messages (`pending`: is a timer scheduled, so that the first one asyncio would
+/// make is the push's `<`), and the deadline is the double `when - 0.0` is: a Fraction works
+/// as there, an object with only `__float__` or `__index__`, or a Decimal, is asyncio's
+/// TypeError. An int past a double is asyncio's OverflowError of the first poll, now.
+fn deadline(when: &Bound<'_, PyAny>, pending: &dyn Fn() -> PyResult<bool>) -> PyResult<f64> {
+    if let Ok(f) = when.cast::<PyFloat>() {
+        return Ok(f.value());
+    }
+    if when.is_instance_of::<PyInt>() {
+        return when.extract::<f64>();
+    }
+    if pending()? {
+        when.lt(0.0)?;
+    } else {
+        when.ge(0.0)?;
+    }
+    when.sub(0.0)?.extract::<f64>()
+}
+
 impl LoopCore {
+    /// Schedules a timer for the deadline `when` gives once the loop's checks passed; `when` is
+    /// told whether a timer is pending (see `deadline`).
     fn schedule_at<'py>(
         slf: &Bound<'py, Self>,
-        when: f64,
+        when: impl FnOnce(&dyn Fn() -> PyResult<bool>) -> PyResult<f64>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
         method: &str,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let debug = Self::check_schedule(slf, &callback, method)?;
+        let when = when(&|| Ok(!slf.try_borrow()?.timers.is_empty()))?;
         let timer =
             Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
         timer.as_super().try_borrow_mut()?.scheduled = true;

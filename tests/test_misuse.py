@@ -9,7 +9,9 @@ ferroloop's answer on ferroloop only.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import errno
+import fractions
 import re
 import socket
 import sys
@@ -238,3 +240,124 @@ def test_add_reader_and_add_writer_return_none(loop, sockpair, method):
     assert getattr(loop, method)(sockpair[0].fileno(), _noop) is None
     assert getattr(loop, method)(sockpair[0], _noop) is None  # replacing the first
     assert getattr(loop, "remove" + method[3:])(sockpair[0]) is True
+
+
+# -- deadlines: call_later adds with Python's +, call_at compares with floats -------------------
+
+
+class FloatOnly:
+    def __float__(self):
+        return 0.0
+
+
+class FloatRaises:
+    def __float__(self):
+        raise ZeroDivisionError("no float")
+
+
+def _type_name(obj):
+    cls = type(obj)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+NOT_ADDABLE = [object(), Index(1), IntOnly(1), FloatOnly(), FloatRaises(), "1", b"1", [1]]
+
+
+@pytest.mark.parametrize("delay", NOT_ADDABLE + [decimal.Decimal(1)], ids=_type_name)
+def test_call_later_adds_the_delay_to_the_time_with_python_plus(loop, delay):
+    # asyncio's call_later is call_at(self.time() + delay): what float + delay refuses is a
+    # TypeError there, at once, __index__ and __float__ notwithstanding.
+    name = "decimal.Decimal" if isinstance(delay, decimal.Decimal) else type(delay).__name__
+    message = rf"^unsupported operand type\(s\) for \+: 'float' and '{re.escape(name)}'$"
+    with pytest.raises(TypeError, match=message):
+        loop.call_later(delay, _noop)
+    loop.close()
+    with pytest.raises(TypeError, match=message):  # before the closed check, as there
+        loop.call_later(delay, _noop)
+
+
+@pytest.mark.parametrize("delay", [2**1024, -(2**1100)])
+def test_call_later_of_an_int_past_a_double_is_an_overflow_error(loop, delay):
+    with pytest.raises(OverflowError, match=r"^int too large to convert to float$"):
+        loop.call_later(delay, _noop)
+
+
+@pytest.mark.parametrize(
+    "delay", [fractions.Fraction(1, 100), False, 0, 2**53, -5], ids=lambda d: repr(d)
+)
+def test_call_later_of_numbers_float_plus_accepts(loop, delay):
+    ran = []
+    timer = loop.call_later(delay, ran.append, delay)
+    assert isinstance(timer.when(), float)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert ran == ([] if delay == 2**53 else [delay])
+    timer.cancel()
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("-inf")])
+def test_call_later_of_a_degenerate_delay_runs_at_once(loop, delay):
+    ran = []
+    loop.call_later(3600, ran.append, "never")
+    loop.call_later(delay, ran.append, "now")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == ["now"]
+
+
+@pytest.mark.parametrize("when", NOT_ADDABLE, ids=_type_name)
+def test_call_at_with_a_timer_pending_compares_the_deadline_with_a_float(loop, when):
+    # asyncio's heap push compares the new deadline with the pending one's.
+    loop.call_later(3600, _noop)
+    name = re.escape(type(when).__name__)
+    with pytest.raises(TypeError, match=rf"^'<' not supported between instances of '{name}' and"):
+        loop.call_at(when, _noop)
+    loop.run_until_complete(asyncio.sleep(0))  # and the loop is fine
+
+
+@pytest.mark.parametrize("when", NOT_ADDABLE, ids=_type_name)
+def test_call_at_with_no_timer_pending_fails_on_the_first_comparison(loop, flavor, when):
+    """Documented difference: asyncio takes the deadline and its next iteration fails, out of
+    run_forever (and every later one, until the timer is gone); ferroloop raises that TypeError
+    from call_at."""
+    name = re.escape(type(when).__name__)
+    message = rf"^'>=' not supported between instances of '{name}' and 'float'$"
+    if flavor.name == "asyncio":
+        loop.call_at(when, _noop)
+        loop.call_soon(loop.stop)
+        with pytest.raises(TypeError, match=message):
+            loop.run_forever()
+    else:
+        with pytest.raises(TypeError, match=message):
+            loop.call_at(when, _noop)
+        assert loop._queue_sizes() == (0, 0)
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_call_at_checks_the_closed_loop_before_the_deadline(loop):
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        loop.call_at(object(), _noop)
+
+
+def test_call_at_of_a_deadline_a_float_cannot_be_subtracted_from(loop, flavor):
+    """Documented difference: asyncio takes a Decimal deadline (it compares with floats) and
+    fails out of run_forever once it computes the poll's timeout from it; ferroloop raises that
+    TypeError from call_at."""
+    loop.call_later(3600, _noop)
+    when = decimal.Decimal(loop.time()) + decimal.Decimal("0.01")
+    message = r"^unsupported operand type\(s\) for -: 'decimal.Decimal' and 'float'$"
+    if flavor.name == "asyncio":
+        loop.call_at(when, _noop)
+        loop.call_later(0.1, loop.stop)
+        with pytest.raises(TypeError, match=message):
+            loop.run_forever()
+    else:
+        with pytest.raises(TypeError, match=message):
+            loop.call_at(when, _noop)
+
+
+def test_call_at_of_a_fraction_runs_it(loop):
+    ran = []
+    loop.call_later(3600, _noop)
+    loop.call_at(fractions.Fraction(loop.time()) + fractions.Fraction(1, 100), ran.append, "ran")
+    loop.run_until_complete(asyncio.sleep(0.1))
+    assert ran == ["ran"]
