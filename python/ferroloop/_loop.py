@@ -227,12 +227,23 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
             raise TypeError("executor must be ThreadPoolExecutor instance")
         self._default_executor = executor
 
-    async def shutdown_default_executor(self, timeout=None):
-        """Schedule the shutdown of the default executor.
+    if sys.version_info >= (3, 12):
 
-        ``timeout`` (3.12) bounds the wait for the executor's threads; after it a RuntimeWarning
-        is issued and the threads are left to finish on their own.
-        """
+        async def shutdown_default_executor(self, timeout=None):
+            """Schedule the shutdown of the default executor.
+
+            ``timeout`` (3.12) bounds the wait for the executor's threads; after it a
+            RuntimeWarning is issued and the threads are left to finish on their own.
+            """
+            await self._shutdown_default_executor(timeout)
+
+    else:
+
+        async def shutdown_default_executor(self):
+            """Schedule the shutdown of the default executor."""
+            await self._shutdown_default_executor(None)
+
+    async def _shutdown_default_executor(self, timeout):
         self._executor_shutdown_called = True
         if self._default_executor is None:
             return
@@ -250,7 +261,7 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
                         "The executor did not finishing joining its threads within "
                         f"{timeout} seconds.",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                     self._default_executor.shutdown(wait=False)
         finally:
