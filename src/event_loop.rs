@@ -36,7 +36,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
@@ -232,6 +232,9 @@ pub struct LoopCore {
     stopping: bool,
     closed: bool,
     debug: bool,
+    /// What `set_debug` was given when it was not a bool: `get_debug()` returns it, as asyncio's
+    /// returns whatever it stored (`debug` is its truth value, taken once).
+    debug_value: Option<Py<PyAny>>,
     /// The thread running the loop (asyncio's `_thread_id`), `None` when not running.
     thread_id: Option<u64>,
     clock_resolution: f64,
@@ -760,6 +763,7 @@ impl LoopCore {
             stopping: false,
             closed: false,
             debug: false,
+            debug_value: None,
             thread_id: None,
             clock_resolution: clock::resolution(),
             creator_thread: current_thread(),
@@ -1117,19 +1121,33 @@ impl LoopCore {
         self.closed
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug
+    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.debug_value {
+            Some(value) => value.clone_ref(py),
+            None => PyBool::new(py, self.debug).to_owned().into_any().unbind(),
+        }
     }
 
-    /// Any truth value, as asyncio's `set_debug` stores whatever it is given and tests it.
-    fn _set_debug_flag(&mut self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug = enabled.is_truthy()?;
+    /// Any object, as asyncio's `set_debug` stores whatever it is given (and `get_debug` returns
+    /// it). Its truth value is taken here, once: asyncio takes it at each use, so an object whose
+    /// `__bool__` raises makes every later call_soon, call_later, close... raise; here set_debug
+    /// raises it, and the loop keeps its flag.
+    fn _set_debug_flag(slf: &Bound<'_, Self>, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        let debug = enabled.is_truthy()?;
+        let value = (!enabled.is_instance_of::<PyBool>()).then(|| enabled.clone().unbind());
+        let old = {
+            let mut me = slf.try_borrow_mut()?;
+            me.debug = debug;
+            std::mem::replace(&mut me.debug_value, value)
+        };
+        // Released with nothing borrowed: it may have a finalizer.
+        drop(old);
         Ok(())
     }
 
     #[getter]
-    fn _debug(&self) -> bool {
-        self.debug
+    fn _debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self.get_debug(py)
     }
 
     #[getter]
@@ -1250,6 +1268,7 @@ impl LoopCore {
     /// make the GC free objects still in use, hence the count per handle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.task_factory)?;
+        visit.call(&self.debug_value)?;
         type Held<'a> = HashMap<*mut pyo3::ffi::PyObject, (usize, &'a Py<Handle>)>;
         fn hold<'a>(held: &mut Held<'a>, h: &'a Py<Handle>) {
             held.entry(h.as_ptr()).or_insert((0, h)).0 += 1;
@@ -1307,6 +1326,7 @@ impl LoopCore {
         self.graveyard.clear();
         self.pool.clear();
         self.task_factory = None;
+        self.debug_value = None;
         self.readers.clear();
         self.writers.clear();
         self.watched_files.clear();

@@ -361,3 +361,39 @@ def test_call_at_of_a_fraction_runs_it(loop):
     loop.call_at(fractions.Fraction(loop.time()) + fractions.Fraction(1, 100), ran.append, "ran")
     loop.run_until_complete(asyncio.sleep(0.1))
     assert ran == ["ran"]
+
+
+# -- set_debug -----------------------------------------------------------------------------------
+
+
+class BoolRaises:
+    def __bool__(self):
+        raise ZeroDivisionError("no bool")
+
+
+@pytest.mark.parametrize("value", [1, "0", "", [], None, 0.0, (1,)], ids=repr)
+def test_get_debug_returns_what_set_debug_was_given(loop, value):
+    loop.set_debug(value)
+    assert loop.get_debug() is value
+    handle = loop.call_soon(_noop)
+    # Debug mode records where a handle was made; its truth value decides.
+    assert bool(handle._source_traceback) is bool(value)
+    loop.set_debug(False)
+    assert loop.get_debug() is False
+
+
+def test_set_debug_with_an_object_whose_bool_raises(loop, flavor):
+    """Documented difference: asyncio stores the object and every later use of the flag raises
+    what bool() raises (call_soon, call_later, close...); ferroloop raises it from set_debug and
+    keeps its flag."""
+    loop.set_debug(True)
+    if flavor.name == "asyncio":
+        loop.set_debug(BoolRaises())
+        with pytest.raises(ZeroDivisionError, match="^no bool$"):
+            loop.call_soon(_noop)
+        loop.set_debug(False)
+    else:
+        with pytest.raises(ZeroDivisionError, match="^no bool$"):
+            loop.set_debug(BoolRaises())
+        assert loop.get_debug() is True
+    loop.call_soon(_noop)
