@@ -437,6 +437,10 @@ fn call_in_context(
     args: &Py<PyTuple>,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
+    // SAFETY: `context` is a live object; the check only reads its type.
+    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+        return call_through_run(py, callback, args, context);
+    }
     with_context(py, context, || {
         let args = args.bind(py);
         if args.is_empty() {
@@ -445,6 +449,24 @@ fn call_in_context(
             callback.bind(py).call1(args).map(drop)
         }
     })
+}
+
+/// A `context=` that is not a `contextvars.Context`: asyncio's `Handle._run` calls
+/// `self._context.run(self._callback, *self._args)`, so an object with a `run` method is used as
+/// one, and anything else fails there, at run time, with its AttributeError.
+#[cold]
+fn call_through_run(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    let run = context.bind(py).getattr(intern!(py, "run"))?;
+    let call_args: Vec<Bound<'_, PyAny>> = std::iter::once(callback.bind(py).clone())
+        .chain(args.bind(py).iter())
+        .collect();
+    let call_args = PyTuple::new(py, call_args)?;
+    run.call1(call_args).map(drop)
 }
 
 /// asyncio's `Handle._run()`: runs the callback; an exception goes to the loop's exception

@@ -397,3 +397,53 @@ def test_set_debug_with_an_object_whose_bool_raises(loop, flavor):
             loop.set_debug(BoolRaises())
         assert loop.get_debug() is True
     loop.call_soon(_noop)
+
+
+# -- context= that is no contextvars.Context ----------------------------------------------------
+
+
+class RunsCallbacks:
+    """Not a Context, but it has what asyncio's Handle._run calls: run(callback, *args)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, callback, *args):
+        self.calls.append(args)
+        return callback(*args)
+
+
+SCHEDULERS = {
+    "call_soon": lambda loop, *a, **kw: loop.call_soon(*a, **kw),
+    "call_later": lambda loop, *a, **kw: loop.call_later(0, *a, **kw),
+    "call_at": lambda loop, *a, **kw: loop.call_at(loop.time(), *a, **kw),
+    "call_soon_threadsafe": lambda loop, *a, **kw: loop.call_soon_threadsafe(*a, **kw),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULERS.values(), ids=SCHEDULERS.keys())
+@pytest.mark.parametrize("context", [object(), 1, "ctx"], ids=repr)
+def test_context_without_run_fails_when_the_callback_runs(loop, schedule, context):
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+    ran = []
+    handle = schedule(loop, ran.append, "x", context=context)
+    assert handle._context is context
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == []
+    [report] = reports
+    assert report["handle"] is handle
+    assert report["message"].startswith("Exception in callback ")
+    exc = report["exception"]
+    assert type(exc) is AttributeError
+    assert str(exc) == f"'{type(context).__name__}' object has no attribute 'run'"
+
+
+@pytest.mark.parametrize("schedule", SCHEDULERS.values(), ids=SCHEDULERS.keys())
+def test_context_with_a_run_method_is_used_as_one(loop, schedule):
+    context = RunsCallbacks()
+    ran = []
+    schedule(loop, ran.append, "x", context=context)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == ["x"]
+    assert context.calls == [("x",)]
