@@ -415,10 +415,20 @@ pub(crate) fn with_context<T>(
     context: &Py<PyAny>,
     f: impl FnOnce() -> PyResult<T>,
 ) -> PyResult<T> {
+    with_context_or(py, context, f, Err)
+}
+
+/// `with_context`, with `not_entered` deciding what a failure to enter `context` means.
+fn with_context_or<T>(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+    not_entered: impl FnOnce(PyErr) -> PyResult<T>,
+) -> PyResult<T> {
     // SAFETY: `context` is a live object; PyContext_Enter type-checks it and fails with an
     // exception set (not a crash) if it is not a Context or is already entered.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
+        return not_entered(PyErr::fetch(py));
     }
     let result = f();
     // SAFETY: balances the successful PyContext_Enter above on the same thread.
@@ -437,17 +447,20 @@ fn call_in_context(
     args: &Py<PyTuple>,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: `context` is a live object; the check only reads its type.
-    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
-        return call_through_run(py, callback, args, context);
-    }
-    with_context(py, context, || {
+    let call = || {
         let args = args.bind(py);
         if args.is_empty() {
             callback.bind(py).call0().map(drop)
         } else {
             callback.bind(py).call1(args).map(drop)
         }
+    };
+    with_context_or(py, context, call, |err| {
+        // SAFETY: `context` is a live object; the check only reads its type.
+        if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } != 0 {
+            return Err(err); // a Context entered already
+        }
+        call_through_run(py, callback, args, context)
     })
 }
 
