@@ -31,15 +31,15 @@ use ferroloop_core::clock;
 use ferroloop_core::inbox::Inbox;
 use ferroloop_core::reactor::{Events, Interest, Reactor};
 use ferroloop_core::timers::TimerHeap;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyInt, PyModule, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
-use crate::handles::{retrack, run_handle, Handle, TimerHandle};
+use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -127,30 +127,49 @@ fn is_cancelled(py: Python<'_>) -> impl Fn(&Py<Handle>) -> bool + '_ {
     }
 }
 
-/// asyncio's `selectors._fileobj_to_fd`.
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+/// asyncio's `selectors._fileobj_to_fd`: an int is the fd as it is (a bool included), anything
+/// else is `int(fileobj.fileno())`, so a `fileno()` returning `"3"` or `3.7` means fd 3. An
+/// AttributeError, TypeError or ValueError on the way makes it an invalid file object; any other
+/// exception propagates. The number comes back as the Python int it is, of any size: what a number
+/// that is no fd means depends on the caller (see `raw_fd`, `LoopCore::registrable_fd`).
+fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let fd = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
     } else {
-        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", repr(obj)));
-        let fileno = match obj.call_method0("fileno") {
-            Ok(f) => f,
-            Err(_) => return Err(invalid()),
-        };
-        match fileno
-            .call_method0("__index__")
-            .and_then(|i| i.extract::<i64>())
-        {
+        let converted = obj
+            .call_method0(intern!(py, "fileno"))
+            .and_then(|f| py.get_type::<PyInt>().call1((f,)));
+        match converted {
             Ok(fd) => fd,
-            Err(_) => return Err(invalid()),
+            Err(err)
+                if err.is_instance_of::<PyAttributeError>(py)
+                    || err.is_instance_of::<PyTypeError>(py)
+                    || err.is_instance_of::<PyValueError>(py) =>
+            {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )));
+            }
+            Err(err) => return Err(err),
         }
     };
-    if fd < 0 {
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
+            "Invalid file descriptor: {}",
+            fd.str()?
         )));
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    Ok(fd)
+}
+
+/// The fd a non-negative number from `fileobj_to_fd` names; `None` past a C int, where no fd is
+/// (and so none is watched).
+fn raw_fd(fd: &Bound<'_, PyAny>) -> Option<RawFd> {
+    fd.extract::<i64>()
+        .ok()
+        .and_then(|fd| RawFd::try_from(fd).ok())
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
@@ -246,6 +265,9 @@ pub struct LoopCore {
     stopping: bool,
     closed: bool,
     debug: bool,
+    /// What `set_debug` was given when it was not a bool: `get_debug()` returns it, as asyncio's
+    /// returns whatever it stored (`debug` is its truth value, taken once).
+    debug_value: Option<Py<PyAny>>,
     /// The thread running the loop (asyncio's `_thread_id`), `None` when not running.
     thread_id: Option<u64>,
     clock_resolution: f64,
@@ -326,7 +348,7 @@ impl LoopCore {
         // SAFETY: reads the reference count of a live object we hold a reference to.
         let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
         let bound = handle.bind(py);
-        if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) {
+        if !only_ours || !bound.get_type().is(py.get_type::<Handle>()) || has_weakrefs(bound) {
             retrack(&handle);
             return Ok(());
         }
@@ -363,6 +385,25 @@ impl LoopCore {
         Self::bury(slf)
     }
 
+    /// The fd `add_reader`/`add_writer` watch for the number `fd`. One not watched yet is checked
+    /// by `PyObject_AsFileDescriptor`, as asyncio's selector registers it (`epoll.register`):
+    /// OverflowError past a C int, and 3.13's RuntimeWarning for a bool. An fd watched already is
+    /// modified there, which checks nothing.
+    fn registrable_fd(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        if let Some(raw) = raw_fd(fd) {
+            let me = slf.try_borrow()?;
+            if me.readers.contains_key(&raw) || me.writers.contains_key(&raw) {
+                return Ok(raw);
+            }
+        }
+        // SAFETY: `fd` is a live object; the call returns -1 with an exception set on failure.
+        let raw = unsafe { pyo3::ffi::PyObject_AsFileDescriptor(fd.as_ptr()) };
+        if raw < 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(raw)
+    }
+
     fn add_watcher(
         slf: &Bound<'_, Self>,
         fileobj: &Bound<'_, PyAny>,
@@ -374,7 +415,7 @@ impl LoopCore {
         let py = slf.py();
         let method = if write { "add_writer" } else { "add_reader" };
         let debug = Self::check_schedule(slf, &callback, method)?;
-        let fd = fileobj_to_fd(fileobj)?;
+        let fd = Self::registrable_fd(slf, &fileobj_to_fd(fileobj)?)?;
         Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, context, debug)?.unbind();
         let old = Self::watch(slf, fd, Watcher::Handle(handle.clone_ref(py)), write)?;
@@ -398,15 +439,20 @@ impl LoopCore {
             return Ok(false);
         }
         let fd = match fileobj_to_fd(fileobj) {
-            Ok(fd) => fd,
+            Ok(fd) => match raw_fd(&fd) {
+                Some(fd) => fd,
+                // No fd that large is watched: asyncio's selector has no key for it.
+                None => return Ok(false),
+            },
             // asyncio's selector then searches its keys for this very object.
-            Err(err) => {
+            Err(err) if err.is_instance_of::<PyValueError>(slf.py()) => {
                 let me = slf.try_borrow()?;
                 match me.watched_files.iter().find(|(_, f)| f.is(fileobj)) {
                     Some((&fd, _)) => fd,
                     None => return Err(err),
                 }
             }
+            Err(err) => return Err(err),
         };
         Self::check_no_transport(slf, fd)?;
         let removed = Self::unwatch(slf, fd, write)?;
@@ -770,6 +816,7 @@ impl LoopCore {
             stopping: false,
             closed: false,
             debug: false,
+            debug_value: None,
             thread_id: None,
             clock_resolution: clock::resolution(),
             creator_thread: current_thread(),
@@ -816,18 +863,37 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// `delay` is added to the loop's time as asyncio's `self.time() + delay` does, so whatever
+    /// Python's `+` refuses (an object with only `__index__` or `__float__`, a Decimal) is its
+    /// TypeError, and a Fraction or numpy number works.
     #[pyo3(signature = (delay, callback, *args, context=None))]
     fn call_later<'py>(
         slf: &Bound<'py, Self>,
-        delay: Option<f64>,
+        delay: &Bound<'py, PyAny>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
-        let delay = delay.ok_or_else(|| PyTypeError::new_err("delay must not be None"))?;
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = clock::monotonic();
+        let secs = if let Ok(delay) = delay.cast::<PyFloat>() {
+            Some(delay.value())
+        } else if delay.is_instance_of::<PyInt>() {
+            // float + int: the int as a double (OverflowError past one, as there).
+            Some(delay.extract::<f64>()?)
+        } else {
+            None
+        };
+        if let Some(secs) = secs {
+            let when = now + secs;
+            return Self::schedule_at(slf, |_| Ok(when), callback, args, context, "call_later");
+        }
+        let when = PyFloat::new(slf.py(), now).add(delay)?;
         Self::schedule_at(
             slf,
-            clock::monotonic() + delay,
+            |pending| deadline(&when, pending),
             callback,
             args,
             context,
@@ -838,13 +904,22 @@ impl LoopCore {
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at<'py>(
         slf: &Bound<'py, Self>,
-        when: Option<f64>,
+        when: Bound<'py, PyAny>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, TimerHandle>> {
-        let when = when.ok_or_else(|| PyTypeError::new_err("when cannot be None"))?;
-        Self::schedule_at(slf, when, callback, args, context, "call_at")
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        Self::schedule_at(
+            slf,
+            |pending| deadline(&when, pending),
+            callback,
+            args,
+            context,
+            "call_at",
+        )
     }
 
     /// Schedules from any thread. From the loop's own thread (or while the loop is not running)
@@ -1157,19 +1232,33 @@ impl LoopCore {
         self.closed
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug
+    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.debug_value {
+            Some(value) => value.clone_ref(py),
+            None => PyBool::new(py, self.debug).to_owned().into_any().unbind(),
+        }
     }
 
-    /// Any truth value, as asyncio's `set_debug` stores whatever it is given and tests it.
-    fn _set_debug_flag(&mut self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug = enabled.is_truthy()?;
+    /// Any object, as asyncio's `set_debug` stores whatever it is given (and `get_debug` returns
+    /// it). Its truth value is taken here, once: asyncio takes it at each use, so an object whose
+    /// `__bool__` raises makes every later call_soon, call_later, close... raise; here set_debug
+    /// raises it, and the loop keeps its flag.
+    fn _set_debug_flag(slf: &Bound<'_, Self>, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        let debug = enabled.is_truthy()?;
+        let value = (!enabled.is_instance_of::<PyBool>()).then(|| enabled.clone().unbind());
+        let old = {
+            let mut me = slf.try_borrow_mut()?;
+            me.debug = debug;
+            std::mem::replace(&mut me.debug_value, value)
+        };
+        // Released with nothing borrowed: it may have a finalizer.
+        drop(old);
         Ok(())
     }
 
     #[getter]
-    fn _debug(&self) -> bool {
-        self.debug
+    fn _debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self.get_debug(py)
     }
 
     #[getter]
@@ -1292,6 +1381,7 @@ impl LoopCore {
     /// make the GC free objects still in use, hence the count per handle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.task_factory)?;
+        visit.call(&self.debug_value)?;
         // SAFETY: tp_traverse runs with the GIL held (the GC runs attached), and borrowing a
         // handle's cell neither runs Python code nor touches the GC.
         let py = unsafe { Python::assume_attached() };
@@ -1368,22 +1458,51 @@ impl LoopCore {
         self.graveyard.clear();
         self.pool.clear();
         self.task_factory = None;
+        self.debug_value = None;
         self.readers.clear();
         self.writers.clear();
         self.watched_files.clear();
     }
 }
 
+/// The deadline on the loop's clock. asyncio keeps whatever object it is given and only uses
+/// it once the timer is in its heap: compared with floats (the heap push, when another timer
+/// is pending: "'<' not supported between instances of 'object' and 'float'"; the iteration's
+/// `when >= end_time`) and a float subtracted from it (the poll's timeout, when the loop
+/// waits for it). A deadline those fail on fails there, out of `run_forever` when nothing
+/// else was pending. Our heap holds doubles, so those operations are made here, at once, with
+/// asyncio's messages (`pending`: is a timer scheduled, so that the first one asyncio would
+/// make is the push's `<`), and the deadline is the double `when - 0.0` is: a Fraction works
+/// as there, an object with only `__float__` or `__index__`, or a Decimal, is asyncio's
+/// TypeError. An int past a double is asyncio's OverflowError of the first poll, now.
+fn deadline(when: &Bound<'_, PyAny>, pending: &dyn Fn() -> PyResult<bool>) -> PyResult<f64> {
+    if let Ok(f) = when.cast::<PyFloat>() {
+        return Ok(f.value());
+    }
+    if when.is_instance_of::<PyInt>() {
+        return when.extract::<f64>();
+    }
+    if pending()? {
+        when.lt(0.0)?;
+    } else {
+        when.ge(0.0)?;
+    }
+    when.sub(0.0)?.extract::<f64>()
+}
+
 impl LoopCore {
+    /// Schedules a timer for the deadline `when` gives once the loop's checks passed; `when` is
+    /// told whether a timer is pending (see `deadline`).
     fn schedule_at<'py>(
         slf: &Bound<'py, Self>,
-        when: f64,
+        when: impl FnOnce(&dyn Fn() -> PyResult<bool>) -> PyResult<f64>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
         method: &str,
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let debug = Self::check_schedule(slf, &callback, method)?;
+        let when = when(&|| Ok(!slf.try_borrow()?.timers.is_empty()))?;
         let timer =
             Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
         timer.as_super().try_borrow_mut()?.scheduled = true;

@@ -6,8 +6,9 @@
 //! a bound method and an argument tuple per callback.
 //!
 //! Plain handles that nobody else references once they ran are recycled by the loop (see
-//! `LoopCore::recycle`), which is why `Handle` does not support weak references: a recycled
-//! object must not be observable.
+//! `LoopCore::recycle`). A recycled object must not be observable, so a handle something holds a
+//! weak reference to is never recycled: it is released, and its weak references die with it, as
+//! with asyncio's handles (which support weak references; uvloop's test suite checks it).
 //!
 //! While a handle is pending in the loop it is not tracked by the cyclic GC: most handles live
 //! for one iteration, and tracked, every collection traversed every pending handle (a third of
@@ -95,8 +96,26 @@ pub(crate) fn retrack(handle: &Py<Handle>) {
     }
 }
 
+/// Whether anything holds a weak reference to `handle`.
+pub(crate) fn has_weakrefs(handle: &Bound<'_, Handle>) -> bool {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is a live object; its type (Handle or a subclass, created by PyO3 with
+    // `weakref`) keeps the head of the object's weak reference list, a PyObject pointer (NULL
+    // when there is none), at `tp_weaklistoffset` bytes from the object's start, as CPython's
+    // own weakref code reads it. A type without such a slot (offset <= 0, which ours never are)
+    // counts as having weak references, so the caller keeps away from it.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(ptr)).tp_weaklistoffset;
+        if offset <= 0 {
+            return true;
+        }
+        let list = ptr.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>();
+        !(*list).is_null()
+    }
+}
+
 /// A callback scheduled on the loop.
-#[pyclass(module = "ferroloop._ferroloop", subclass)]
+#[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
@@ -419,10 +438,20 @@ pub(crate) fn with_context<T>(
     context: &Py<PyAny>,
     f: impl FnOnce() -> PyResult<T>,
 ) -> PyResult<T> {
+    with_context_or(py, context, f, Err)
+}
+
+/// `with_context`, with `not_entered` deciding what a failure to enter `context` means.
+fn with_context_or<T>(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+    not_entered: impl FnOnce(PyErr) -> PyResult<T>,
+) -> PyResult<T> {
     // SAFETY: `context` is a live object; PyContext_Enter type-checks it and fails with an
     // exception set (not a crash) if it is not a Context or is already entered.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
-        return Err(PyErr::fetch(py));
+        return not_entered(PyErr::fetch(py));
     }
     let result = f();
     // SAFETY: balances the successful PyContext_Enter above on the same thread.
@@ -441,14 +470,39 @@ fn call_in_context(
     args: &Py<PyTuple>,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
-    with_context(py, context, || {
+    let call = || {
         let args = args.bind(py);
         if args.is_empty() {
             callback.bind(py).call0().map(drop)
         } else {
             callback.bind(py).call1(args).map(drop)
         }
+    };
+    with_context_or(py, context, call, |err| {
+        // SAFETY: `context` is a live object; the check only reads its type.
+        if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } != 0 {
+            return Err(err); // a Context entered already
+        }
+        call_through_run(py, callback, args, context)
     })
+}
+
+/// A `context=` that is not a `contextvars.Context`: asyncio's `Handle._run` calls
+/// `self._context.run(self._callback, *self._args)`, so an object with a `run` method is used as
+/// one, and anything else fails there, at run time, with its AttributeError.
+#[cold]
+fn call_through_run(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    let run = context.bind(py).getattr(intern!(py, "run"))?;
+    let call_args: Vec<Bound<'_, PyAny>> = std::iter::once(callback.bind(py).clone())
+        .chain(args.bind(py).iter())
+        .collect();
+    let call_args = PyTuple::new(py, call_args)?;
+    run.call1(call_args).map(drop)
 }
 
 /// asyncio's `Handle._run()`: runs the callback; an exception goes to the loop's exception

@@ -2,7 +2,9 @@
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
+import warnings
 
 import pytest
 
@@ -169,3 +171,43 @@ def test_close_shuts_down_default_executor(loop):
     loop.close()
     seen[0].join(timeout=5)
     assert not seen[0].is_alive()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 added timeout=")
+def test_shutdown_default_executor_takes_no_argument_before_3_12(loop):
+    with pytest.raises(TypeError, match=r"takes 1 positional argument but 2 were given$"):
+        loop.shutdown_default_executor(1)
+    with pytest.raises(TypeError, match=r"got an unexpected keyword argument 'timeout'$"):
+        loop.shutdown_default_executor(timeout=1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.12 added timeout=")
+def test_shutdown_default_executor_takes_a_timeout_from_3_12(loop):
+    with pytest.raises(TypeError, match=r"takes from 1 to 2 positional arguments but 3 were"):
+        loop.shutdown_default_executor(1, 2)
+    loop.run_until_complete(loop.shutdown_default_executor(timeout=1))
+    loop.run_until_complete(loop.shutdown_default_executor(1))
+
+
+# 3.12.1's asyncio waited for the executor whatever the timeout (gh-111358, fixed in 3.13).
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="the timeout bounds the wait from 3.13")
+def test_shutdown_default_executor_timeout_warns_from_the_awaiting_code(loop):
+    release = threading.Event()
+    joined = []
+
+    async def main():
+        worker = loop.run_in_executor(None, release.wait, 5)
+        await loop.shutdown_default_executor(0.05)
+        # Not joined: the job still runs, the loop does not wait for it any longer.
+        joined.append(worker.done())
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop.run_until_complete(main())
+    finally:
+        release.set()
+    assert [(str(w.message), w.filename) for w in caught if w.category is RuntimeWarning] == [
+        ("The executor did not finishing joining its threads within 0.05 seconds.", __file__)
+    ]
+    assert joined == [False]

@@ -295,3 +295,84 @@ def test_handle_reused_after_a_cancelled_one_has_its_own_repr(loop):
         assert "second_callback" in text and "first_callback" not in text, text
         assert not text.startswith("<Handle cancelled") and not h.cancelled(), text
     loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_handles_can_be_weakly_referenced(loop):
+    soon = loop.call_soon(lambda: None)
+    later = loop.call_later(3600, lambda: None)
+    assert weakref.ref(soon)() is soon
+    assert weakref.ref(later)() is later
+    assert weakref.proxy(later).when() == later.when()
+    later.cancel()
+
+
+def test_weak_reference_to_a_handle_dies_once_it_ran_and_nobody_holds_it(loop):
+    """And it stays dead: the loop must not hand the same object out again for a later
+    call_soon (ferroloop reuses handles nothing references)."""
+    ran = []
+    died = []
+    ref = weakref.ref(loop.call_soon(ran.append, 1), died.append)
+    assert ref() is not None  # pending: the loop holds it
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == [1]
+    assert ref() is None
+    assert died == [ref]
+    later = [loop.call_soon(ran.append, i) for i in range(1000)]
+    assert ref() is None
+    assert all(h is not None for h in later)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ref() is None
+    assert len(ran) == 1001
+
+
+def test_weak_reference_to_a_held_handle_outlives_its_run(loop):
+    handle = loop.call_soon(lambda: None)
+    ref = weakref.ref(handle)
+    loop.run_until_complete(asyncio.sleep(0))
+    for _ in range(100):
+        loop.call_soon(lambda: None)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ref() is handle
+    del handle
+    gc.collect()
+    assert ref() is None
+
+
+def test_weak_reference_to_a_timer_handle_dies_when_it_fires_or_is_cancelled(loop):
+    fired = weakref.ref(loop.call_later(0, lambda: None))
+    cancelled_handle = loop.call_later(3600, lambda: None)
+    cancelled = weakref.ref(cancelled_handle)
+    pending = weakref.ref(loop.call_later(3600, lambda: None))
+    cancelled_handle.cancel()
+    del cancelled_handle
+    loop.run_until_complete(asyncio.sleep(0.01))
+    gc.collect()
+    assert fired() is None
+    assert cancelled() is None
+    assert pending() is not None  # only the loop holds it, and it is still scheduled
+    pending().cancel()
+
+
+def test_weakref_callback_of_a_handle_may_use_the_loop(loop):
+    """The callback runs when the handle is released, which is in the middle of the loop's own
+    work: scheduling from it must work."""
+    ran = []
+    refs = [
+        weakref.ref(loop.call_soon(ran.append, i), lambda _ref, i=i: loop.call_soon(ran.append, -i))
+        for i in range(1, 4)
+    ]
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert all(r() is None for r in refs)
+    assert sorted(ran) == [-3, -2, -1, 1, 2, 3]
+
+
+def test_handles_of_a_collected_loop_release_their_weak_references(flavor):
+    lp = flavor.new_event_loop()
+    refs = [weakref.ref(lp.call_soon(lp.stop)), weakref.ref(lp.call_later(3600, lp.stop))]
+    lp_ref = weakref.ref(lp)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del lp
+        gc.collect()
+    assert lp_ref() is None
+    assert [r() for r in refs] == [None, None]

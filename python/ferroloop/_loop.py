@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import warnings
 import weakref
 from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
@@ -102,14 +101,16 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
     # -- fd watchers ---------------------------------------------------------------------------
     # The native methods refuse an fd a transport is watching right now; asyncio also refuses
     # the fd of a live transport that is not watching it (paused reading, empty buffer).
+    # add_reader/add_writer return None, as asyncio's public ones; the native methods return the
+    # handle, which the sock_* methods keep (asyncio's _add_reader/_add_writer do the same).
 
     def add_reader(self, fd, callback, *args):
         self._ensure_fd_no_transport(fd)
-        return LoopCore.add_reader(self, fd, callback, *args)
+        LoopCore.add_reader(self, fd, callback, *args)
 
     def add_writer(self, fd, callback, *args):
         self._ensure_fd_no_transport(fd)
-        return LoopCore.add_writer(self, fd, callback, *args)
+        LoopCore.add_writer(self, fd, callback, *args)
 
     def remove_reader(self, fd):
         self._ensure_fd_no_transport(fd)
@@ -225,43 +226,10 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
             raise TypeError("executor must be ThreadPoolExecutor instance")
         self._default_executor = executor
 
-    async def shutdown_default_executor(self, timeout=None):
-        """Schedule the shutdown of the default executor.
-
-        ``timeout`` (3.12) bounds the wait for the executor's threads; after it a RuntimeWarning
-        is issued and the threads are left to finish on their own.
-        """
-        self._executor_shutdown_called = True
-        if self._default_executor is None:
-            return
-        future = self.create_future()
-        thread = threading.Thread(target=self._do_shutdown, args=(future,))
-        thread.start()
-        try:
-            if timeout is None:
-                await future
-            else:
-                try:
-                    await asyncio.wait_for(asyncio.shield(future), timeout)
-                except TimeoutError:
-                    warnings.warn(
-                        "The executor did not finishing joining its threads within "
-                        f"{timeout} seconds.",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    self._default_executor.shutdown(wait=False)
-        finally:
-            thread.join(timeout)
-
-    def _do_shutdown(self, future):
-        try:
-            self._default_executor.shutdown(wait=True)
-            if not self.is_closed():
-                self.call_soon_threadsafe(future.set_result, None)
-        except Exception as ex:
-            if not self.is_closed():
-                self.call_soon_threadsafe(future.set_exception, ex)
+    # asyncio's own, the running version's code (its signature, timeout= from 3.12, how the timeout
+    # bounds the wait, the warning): it needs only the executor attributes and public methods.
+    shutdown_default_executor = base_events.BaseEventLoop.shutdown_default_executor
+    _do_shutdown = base_events.BaseEventLoop._do_shutdown
 
     # -- async generators ----------------------------------------------------------------------
 

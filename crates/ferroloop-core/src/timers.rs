@@ -3,6 +3,10 @@
 //! Invariants, matching asyncio's `BaseEventLoop._scheduled`:
 //! - entries pop in deadline order; entries with equal deadlines pop in the order they were pushed
 //!   (a sequence number breaks ties, where asyncio's `heapq` would be unspecified);
+//! - a NaN deadline is due at once: it is ordered as -inf. asyncio's `heapq` has no order for it
+//!   (NaN compares false with everything, so such a timer stays wherever the pushes and pops leave
+//!   it and runs once it reaches the top, as `when >= end_time` is false); what it does at the
+//!   top, which it always is in a heap of one, is what it does here, whatever else is pending.
 //! - cancelling does not remove an entry: the owner reports it with [`TimerHeap::note_cancelled`]
 //!   and cancelled entries are dropped when they reach the top. When more than half of the heap
 //!   (and more than [`MIN_ENTRIES_FOR_COMPACTION`] entries) is cancelled, the heap is rebuilt
@@ -80,6 +84,11 @@ impl<T> TimerHeap<T> {
     }
 
     pub fn push(&mut self, when: f64, value: T) {
+        let when = if when.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            when
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Entry { when, seq, value });
@@ -138,8 +147,7 @@ impl<T> TimerHeap<T> {
         loop {
             self.skip_cancelled(&is_cancelled, removed);
             match self.heap.peek() {
-                // A NaN deadline counts as due, as with asyncio's `when >= end_time` test.
-                Some(top) if top.when < end_time || top.when.is_nan() => {}
+                Some(top) if top.when < end_time => {}
                 _ => return,
             }
             let entry = self.heap.pop().expect("peeked above");
@@ -252,6 +260,21 @@ mod tests {
         let mut h = TimerHeap::new();
         h.push(f64::NAN, t(1));
         assert_eq!(ids(&mut h, 0.0), vec![1]);
+    }
+
+    #[test]
+    fn nan_deadline_is_due_at_once_behind_later_timers() {
+        let mut h = TimerHeap::new();
+        h.push(3600.0, t(1));
+        h.push(f64::INFINITY, t(2));
+        h.push(f64::NAN, t(3));
+        h.push(-f64::NAN, t(4));
+        assert_eq!(
+            h.next_deadline(cancelled, &mut Vec::new()),
+            Some(f64::NEG_INFINITY)
+        );
+        assert_eq!(ids(&mut h, 0.0), vec![3, 4]);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
