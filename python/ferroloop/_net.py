@@ -294,17 +294,23 @@ class NetworkMixin:
         """``socket.getaddrinfo`` off the loop's thread, except for numeric hosts.
 
         A numeric host (or None) needs no resolver, so it is answered here at once; only names
-        go to the default executor, as asyncio does.
+        go to the default executor, as asyncio does. The answer at once is asyncio's in every
+        other way: a closed loop, or one whose executor was shut down, raises as
+        run_in_executor() would; flags that are not an int go the executor's way, so that
+        socket.getaddrinfo() says what is wrong with them.
         """
-        try:
-            return socket.getaddrinfo(
-                host, port, family, type, proto, flags | socket.AI_NUMERICHOST
-            )
-        except socket.gaierror as exc:
-            if exc.errno != socket.EAI_NONAME:
-                raise
-        except UnicodeError:
-            pass  # Let the resolver raise what it raises for such a name.
+        self._check_closed()
+        self._check_default_executor()
+        if isinstance(flags, int):
+            try:
+                return socket.getaddrinfo(
+                    host, port, family, type, proto, flags | socket.AI_NUMERICHOST
+                )
+            except socket.gaierror as exc:
+                if exc.errno != socket.EAI_NONAME:
+                    raise
+            except UnicodeError:
+                pass  # Let the resolver raise what it raises for such a name.
         getaddr_func = self._getaddrinfo_debug if self._debug else socket.getaddrinfo
         return await self.run_in_executor(
             None, getaddr_func, host, port, family, type, proto, flags
