@@ -37,6 +37,8 @@ from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
 
+_AI_NUMERICHOST = int(socket.AI_NUMERICHOST)
+
 _BASE = base_events.BaseEventLoop
 _SELECTOR = selector_events.BaseSelectorEventLoop
 _UNIX = unix_events._UnixSelectorEventLoop
@@ -303,9 +305,9 @@ class NetworkMixin:
         self._check_default_executor()
         if isinstance(flags, int):
             try:
-                return socket.getaddrinfo(
-                    host, port, family, type, proto, flags | socket.AI_NUMERICHOST
-                )
+                # A plain int: the AddressInfo flag would fold a flags value out of C's range
+                # into a valid one, where socket.getaddrinfo() raises OverflowError.
+                return socket.getaddrinfo(host, port, family, type, proto, flags | _AI_NUMERICHOST)
             except socket.gaierror as exc:
                 if exc.errno != socket.EAI_NONAME:
                     raise
