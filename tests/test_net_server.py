@@ -544,9 +544,7 @@ def test_server_methods_have_asyncios_signature(loop, method):
 
     stock = asyncio.SelectorEventLoop()
     try:
-        assert inspect.signature(getattr(loop, method)) == inspect.signature(
-            getattr(stock, method)
-        )
+        assert inspect.signature(getattr(loop, method)) == inspect.signature(getattr(stock, method))
         assert inspect.iscoroutinefunction(getattr(loop, method))
     finally:
         stock.close()
