@@ -398,8 +398,10 @@ def make_proto(env, name, buffered=False, datagram=False, evil=None):
     return cls(env, name, evil)
 
 
-class CaseTimeout(BaseException):
-    """Raised by the per-case alarm: the case blocked in Python code."""
+class CaseTimeout(KeyboardInterrupt):
+    """Raised by the per-case alarm: the case blocked in Python code. A KeyboardInterrupt, so
+    that the loops let it out of the callback it interrupts (they log other exceptions and go
+    on, and the case would block again)."""
 
 
 class Env:
@@ -407,7 +409,7 @@ class Env:
 
     current = None
 
-    def __init__(self, flavor, tmpdir, debug=False):
+    def __init__(self, flavor, tmpdir, debug=False, pad=True):
         self.flavor = flavor
         self.tmpdir = tmpdir
         self.events = []
@@ -424,10 +426,11 @@ class Env:
         self.builtin_sink = []
         self.point = None  # (name, function): a call to run from inside a protocol callback
         self.subprocesses = []  # subprocess transports: settle waits for their exit
+        self.timed_out = False
         self.outer_ctx = contextvars.copy_context()
         self.values = Values(self)
         self.loop = self.new_loop()
-        self.padding = pad_fds()
+        self.padding = pad_fds() if pad else []
         if debug:
             self.loop.set_debug(True)
             # A slow callback is timing, not behaviour: the noisy machine would decide it.
@@ -724,24 +727,37 @@ class Env:
             self.event("peer", name, total, eof)
 
     def teardown(self):
-        """Close everything, restore the process; returns the fds the case left open."""
+        """Close everything and restore the process, step by step: a step that fails (a
+        coroutine still running refuses close()...) is recorded and the others still run."""
+        errors = []
+
+        def step(fn, *args):
+            try:
+                fn(*args)
+            except CaseTimeout:
+                raise
+            except BaseException as e:
+                errors.append(describe_exc(e))
+
+        try:
+            self._teardown(step)
+        finally:
+            # Whatever happened, nothing global may keep this case's world alive.
+            LOG.env = None
+            Env.current = None
+        if errors:
+            self.event("teardown", errors[:3])
+
+    def _teardown(self, step):
         loop = self.loop
         for tr in list(self.fixtures.values()):
             if hasattr(tr, "abort") and hasattr(tr, "is_closing"):
-                try:
-                    tr.abort()
-                except BaseException:
-                    pass
+                step(tr.abort)
             elif hasattr(tr, "close") and hasattr(tr, "sockets"):
-                try:
-                    tr.close()
-                except BaseException:
-                    pass
-        if not loop.is_closed() and not loop.is_running():
-            try:
-                self.outer_ctx.run(loop.run_until_complete, asyncio.sleep(0))
-            except BaseException:
-                pass
+                step(tr.close)
+        if not loop.is_closed() and not loop.is_running() and not self.timed_out:
+            # Not after the alarm: what blocked the case would run, and block, again.
+            step(self.outer_ctx.run, loop.run_until_complete, asyncio.sleep(0))
         for t in self.threads:
             t.join(5)
         for lp in self.loops:
@@ -750,32 +766,25 @@ class Env:
                     if lp.get_debug():
                         lp.set_debug(False)
                     lp.close()
+                except CaseTimeout:
+                    raise
                 except BaseException as e:
                     self.event("close", describe_exc(e))
         for ex in self.executors:
-            ex.shutdown(wait=True)
+            step(ex.shutdown, True)
         for coro in self.coroutines:
-            coro.close()
+            step(coro.close)
         for obj in self.keep_objects:
-            try:
-                obj.close()
-            except BaseException:
-                pass
+            step(obj.close)
         for fd in self.keep_fds + self.padding:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            step(os.close, fd)
         asyncio.set_event_loop(None)
         sys.set_asyncgen_hooks(None, None)
         sys.set_coroutine_origin_tracking_depth(0)
         for sig in (signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            signal.set_wakeup_fd(-1)
-        except ValueError:
-            pass
+        step(signal.set_wakeup_fd, -1)
         self.fixtures.clear()
         self.values = None
         self.handles = self.loops = self.keep_objects = None
@@ -783,8 +792,6 @@ class Env:
         loop = None
         gc.collect()
         gc.collect()
-        LOG.env = None
-        Env.current = None
 
 
 def in_thread(env, fn):

@@ -447,3 +447,15 @@ def format_case(case):
     calls = "; ".join(format_call(c, case["target"]) for c in case["calls"])
     debug = " debug" if case["debug"] else ""
     return f"[{case['id']} {case['mode']}{debug}] {calls}"
+
+
+def parse_seeds(text):
+    """ "1,2,5-8" -> [1, 2, 5, 6, 7, 8]"""
+    seeds = []
+    for part in text.split(","):
+        if "-" in part.strip("-"):
+            lo, hi = part.split("-")
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    return seeds
