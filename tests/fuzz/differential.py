@@ -177,13 +177,32 @@ class Child:
                 "stderr": stderr[-3000:],
             }
             return max(finished, 1)
-        for marker in CRASH_MARKERS:
-            if marker in stderr:
-                # A panic that did not kill the child still fails the run; the batch's first
-                # case is named since the output does not say which case printed it.
-                results.setdefault("batch-stderr", []).append(stderr[-3000:])
-                break
+        if any(marker in stderr for marker in CRASH_MARKERS):
+            # A panic that did not kill the child still fails the run; the output does not say
+            # which case printed it, so the batch is named.
+            batch = [c["id"] for c in cases[:finished]]
+            results.setdefault("batch-stderr", []).append((batch, stderr))
         return finished
+
+
+def locate_marker(flavor, case_ids):
+    """The case of ``case_ids`` that makes a child print a crash marker, by halving the batch
+    (each half in a fresh child); None if the marker needs several cases together."""
+
+    def prints(ids):
+        out = Child(flavor, [generate(*map(int, c.split("/"))) for c in ids]).run()
+        return "batch-stderr" in out or any("crash" in v for v in out.values() if type(v) is dict)
+
+    ids = list(case_ids)
+    while len(ids) > 1:
+        half = ids[: len(ids) // 2]
+        if prints(half):
+            ids = half
+        elif prints(ids[len(ids) // 2 :]):
+            ids = ids[len(ids) // 2 :]
+        else:
+            return None
+    return ids[0] if ids and prints(ids) else None
 
 
 def child_env():
@@ -303,9 +322,22 @@ def fuzz(case_ids, verbose=False, stream=sys.stdout):
     stock, ferro = run_both(order)
     stats = {"cases": len(order), "seconds": 0.0, "explained": defaultdict(int)}
     failures = []
-    for key in ("batch-stderr",):
-        for text in ferro.get(key, []):
-            failures.append(("crash marker in a child's stderr", None, text))
+    for flavor, results in (("ferroloop", ferro), ("asyncio", stock)):
+        for batch, text in results.get("batch-stderr", []):
+            # A panic (or a fatal error) that did not end the child: the batch it was in.
+            if flavor == "ferroloop":
+                failures.append(("crash marker", batch[0], batch))
+            marker = next(m for m in CRASH_MARKERS if m in text)
+            i = text.index(marker)
+            where = f"the batch {batch[0]}..{batch[-1]}" if batch else "its first batch"
+            print(f"\n{flavor.upper()} CHILD PRINTED {marker!r} in {where}:")
+            print("    " + text[max(0, i - 1500) : i + 1500].replace("\n", "\n    "))
+            culprit = locate_marker(flavor, batch) if flavor == "ferroloop" else None
+            if culprit:
+                print(f"    the case that prints it alone: {culprit}")
+                print(f"    reproduce: {repro_command(culprit)}")
+            else:
+                print(f"    reproduce: {repro_command(batch[0])} (and the batch's other cases)")
     suspects = []
     message_suspects = []
     for case in order:

@@ -303,7 +303,17 @@ def _unraisable(unraisable):
     if env is not None:
         env.unraisable.append(exc_type(exc) if exc is not None else "None")
     else:
-        sys.stderr.write(f"unraisable outside a case: {unraisable.exc_type!r}\n")
+        # Between cases (a collection, a thread ending): said in full, a panic included.
+        import traceback
+
+        try:
+            what = repr(unraisable.object)
+        except Exception:
+            what = "<object whose repr raised>"
+        sys.stderr.write(f"unraisable outside a case: {unraisable.err_msg} {what}\n")
+        traceback.print_exception(
+            unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback, file=sys.stderr
+        )
 
 
 class _Recording:
@@ -431,10 +441,10 @@ class Env:
         self.values = Values(self)
         self.loop = self.new_loop()
         self.padding = pad_fds() if pad else []
-        if debug:
-            self.loop.set_debug(True)
-            # A slow callback is timing, not behaviour: the noisy machine would decide it.
-            self.loop.slow_callback_duration = 1e9
+        # The case says whether debug mode is on (under -X dev loops would start with it on).
+        self.loop.set_debug(debug)
+        # A slow callback is timing, not behaviour: the noisy machine would decide it.
+        self.loop.slow_callback_duration = 1e9
         Env.current = self
         LOG.env = self
 
@@ -485,6 +495,7 @@ class Env:
 
     def new_loop(self):
         lp = new_loop(self.flavor)
+        lp.slow_callback_duration = 1e9
         self.loops.append(lp)
         return lp
 

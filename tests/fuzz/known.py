@@ -384,6 +384,23 @@ def _argument_conversion(case, stock, ferro):
     return changed
 
 
+_CREATED_AT = re.compile(r"created at \S+:\d+")
+
+
+@matcher("debug-source-frame")
+def _debug_source_frame(case, stock, ferro):
+    """Debug mode's "created at file:line" of a future made by create_future(): the line that
+    called it on ferroloop (a native method has no frame), asyncio's own create_future line on
+    the stock loop."""
+    if not case.debug and not sys.flags.dev_mode:
+        return False
+
+    def fn(text):
+        return _CREATED_AT.sub("created at <where>", text)
+
+    return _rewrite(stock, fn) | _rewrite(ferro, fn)
+
+
 @matcher("noncontiguous-write")
 def _noncontiguous_write(case, stock, ferro):
     """write()/writelines() of a non-contiguous buffer on a native stream transport: sent in

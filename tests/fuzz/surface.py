@@ -36,6 +36,9 @@ from values import (
 )
 
 _FEW = ["None", "1", "object()", "'x'"]
+# Sizes: a recv of 2**31 bytes allocates 2 GiB (which the debug allocator of -X dev fills): the
+# overflow edge is at 2**63 for Py_ssize_t, and these stay.
+_SIZES = [n for n in NUMBERS if n not in ("2**31-1", "2**31", "2**32")]
 
 # kind -> (good values, hostile values)
 KINDS = {
@@ -53,7 +56,7 @@ KINDS = {
     "sockd": (["sock_udp"], SOCKETS + _FEW),
     "sockc": (["sock_tcp_fresh"], SOCKETS + _FEW),
     "sockl": (["sock_listen"], SOCKETS + _FEW),
-    "n": (["1", "100", "65536"], NUMBERS + EVIL_NUMBERS + _FEW),
+    "n": (["1", "100", "65536"], _SIZES + EVIL_NUMBERS + _FEW),
     "limit": (["None", "0", "1", "65536"], NUMBERS + EVIL_NUMBERS + _FEW),
     "buf": (["bytearray(16)"], BYTES + _FEW),
     "data": (
@@ -381,6 +384,9 @@ def _pick(rng, table):
     return rng.choices(names, weights=[table[n] for n in names])[0]
 
 
+_ANY_SIZE = [v for v in ALL if v not in ("2**31-1", "2**31", "2**32")]
+
+
 def draw(rng, kind):
     good, hostile = KINDS[kind]
     r = rng.random()
@@ -388,7 +394,7 @@ def draw(rng, kind):
         return rng.choice(good)
     if r < 0.9:
         return rng.choice(hostile)
-    return rng.choice(ALL)
+    return rng.choice(_ANY_SIZE if kind == "n" else ALL)
 
 
 def make_call(rng, target):
