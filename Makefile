@@ -1,10 +1,10 @@
 # One target per habit. `make test` is what CI runs (through .ci/run).
 PYTHON ?= python3
 
-.PHONY: test test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg \
-	lint format bench demo wheels profiling-build
+.PHONY: test test-types test-rust test-python test-fuzz fuzz test-wheel test-conformance \
+	test-pythons test-dbg lint format docs bench demo wheels profiling-build
 
-test: lint test-types test-rust test-python test-wheel test-conformance test-pythons test-dbg
+test: lint test-types test-rust test-python test-fuzz test-wheel test-conformance test-pythons test-dbg
 
 # The stubs against the installed module (stubtest; every allowed difference has its reason in
 # tests/types/stubtest-allowlist.txt), and examples/ under mypy --strict and pyright strict
@@ -31,6 +31,25 @@ test-python:
 # ziglang, auditwheel) into a build venv. See tests/wheel/.
 test-wheel:
 	bash tests/wheel/build.sh $(PYTHON) dist
+
+# Both fuzzers (tests/fuzz/), bounded to about a minute and a half on 2 cores: fixed seeds, plus
+# fresh ones printed for reproduction. A crash, panic, hang, leaked fd or a difference from the
+# stock loop not listed in docs/differences.md or tests/fuzz/pending.txt fails, with the command
+# that reproduces it.
+FUZZ_SEEDS ?= 1-3
+FUZZ_CASES ?= 400
+SEQ_SEEDS ?= 1-40
+
+test-fuzz:
+	$(PYTHON) tests/fuzz/differential.py --seeds $(FUZZ_SEEDS) --cases $(FUZZ_CASES) --fresh 1
+	$(PYTHON) tests/fuzz/sequences.py --seeds $(SEQ_SEEDS) --fresh 4
+
+# The same, longer: fresh seeds for FUZZ_SECONDS (default 10 minutes), half for each fuzzer.
+FUZZ_SECONDS ?= 600
+
+fuzz:
+	$(PYTHON) tests/fuzz/differential.py --seconds $$(( $(FUZZ_SECONDS) / 2 ))
+	$(PYTHON) tests/fuzz/sequences.py --seconds $$(( $(FUZZ_SECONDS) / 2 ))
 
 test-conformance:
 	$(PYTHON) tests/conformance/run.py
@@ -59,6 +78,10 @@ format:
 # test-wheel (3.12/3.13 from pyenv, 3.14/3.15 built inside tests/pythons.sh's chroot).
 wheels:
 	bash tests/pythons.sh 3.11 3.12 3.13 3.14 3.15 --wheel
+
+# README's "Known differences" section is docs/differences.md (tests/test_docs.py checks it).
+docs:
+	$(PYTHON) tests/test_docs.py --write
 
 bench:
 	$(PYTHON) bench/run.py

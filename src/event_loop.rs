@@ -847,7 +847,14 @@ impl LoopCore {
             }
             (me.debug, me.pool.pop())
         };
-        check_callback(&callback, "call_soon", debug)?;
+        // A call with `context=` is how asyncio's C Future schedules its done callbacks (all of
+        // them, in one loop inside set_result()); an error here would leave the ones after it
+        // unscheduled and their awaiters waiting forever. Such a call is checked in debug mode
+        // only, as asyncio checks: a non-callable then fails when it runs, reported to the
+        // exception handler ("Exception in callback"), as on the stock loop.
+        if context.is_none() || debug {
+            check_callback(&callback, "call_soon", debug)?;
+        }
         let handle = Handle::new_plain(
             slf.py(),
             callback,

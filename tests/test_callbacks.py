@@ -160,6 +160,7 @@ def cb_args(*args):
 
 
 def test_handle_repr(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     code = cb.__code__
     h = loop.call_soon(cb)
     assert repr(h) == f"<Handle cb() at {code.co_filename}:{code.co_firstlineno}>"
@@ -171,6 +172,7 @@ ARGS_IN_REPR = sys.version_info < (3, 13)
 
 
 def test_handle_repr_with_args(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     code = cb_args.__code__
     h = loop.call_soon(cb_args, 1, "x")
     args = "1, 'x'" if ARGS_IN_REPR else ""
@@ -186,6 +188,7 @@ def test_handle_repr_with_args_in_debug_mode(loop):
 
 
 def test_handle_repr_partial(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     code = cb_args.__code__
     h = loop.call_soon(functools.partial(cb_args, 1))
     args = "1" if ARGS_IN_REPR else ""
@@ -194,6 +197,7 @@ def test_handle_repr_partial(loop):
 
 
 def test_handle_repr_builtin(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     h = loop.call_soon(print)
     assert repr(h) == "<Handle print()>"
     h.cancel()

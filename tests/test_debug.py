@@ -12,7 +12,9 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def test_debug_off_by_default(loop):
-    assert loop.get_debug() is False
+    # Off unless the interpreter asks for asyncio's debug mode (-X dev, PYTHONASYNCIODEBUG), as
+    # asyncio decides it.
+    assert loop.get_debug() is asyncio.coroutines._is_debug_mode()
 
 
 def test_set_debug(loop):
@@ -80,6 +82,7 @@ def test_slow_timer_warning_in_debug(loop, caplog):
 
 
 def test_no_slow_warning_without_debug(loop, caplog):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     loop.slow_callback_duration = 0.02
     with caplog.at_level(logging.DEBUG, logger="asyncio"):
         loop.call_soon(slow_callback)
@@ -121,6 +124,7 @@ def test_debug_detects_call_soon_from_other_thread(loop):
 
 
 def test_no_thread_check_without_debug(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     results = []
 
     def other_thread():
@@ -152,6 +156,7 @@ def test_coroutine_origin_tracking_in_debug(loop):
 
 
 def test_no_coroutine_origin_tracking_without_debug(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     seen = []
 
     async def main():
@@ -255,6 +260,7 @@ def test_source_traceback_in_exception_context(loop):
 
 
 def test_no_source_traceback_without_debug(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     contexts = []
     loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
 
@@ -300,6 +306,7 @@ def test_slow_task_step_warning(loop, caplog):
 
 
 def test_set_debug_while_running_enables_origin_tracking(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     seen = []
 
     async def main():

@@ -128,3 +128,34 @@ def test_getnameinfo(loop):
         return [await loop.getnameinfo(addr, fl) for addr, fl in cases]
 
     assert run(loop, main()) == [socket.getnameinfo(addr, fl) for addr, fl in cases]
+
+
+def test_getaddrinfo_of_a_numeric_host_on_a_closed_loop(loop):
+    # As run_in_executor() on a closed loop, even though no executor is needed.
+    loop.close()
+    coro = loop.getaddrinfo("127.0.0.1", 80)
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        coro.send(None)
+
+
+def test_getaddrinfo_of_a_numeric_host_after_the_executor_shut_down(loop):
+    async def main():
+        await loop.shutdown_default_executor()
+        with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+            await loop.getaddrinfo("127.0.0.1", 80)
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("flags", [1.5, "1", None, -(2**63), 2**31])
+def test_getaddrinfo_odd_flags(loop, flags):
+    # socket.getaddrinfo() says what is wrong with them, whichever thread calls it.
+    with pytest.raises((TypeError, OverflowError)) as want:
+        socket.getaddrinfo("127.0.0.1", 80, 0, 0, 0, flags)
+
+    async def main():
+        with pytest.raises(want.type) as got:
+            await loop.getaddrinfo("127.0.0.1", 80, flags=flags)
+        return got.value.args
+
+    assert run(loop, main()) == want.value.args

@@ -547,3 +547,26 @@ def test_server_recovers_from_emfile(flavor, run_python, tmp_path):
     assert delay == 1.0
     assert delay - 0.05 <= retry < delay + 0.9, retry
     assert lines["ERRORS"] == "True 'socket.accept() out of system resource'"
+
+
+@pytest.mark.parametrize("method", ["create_server", "create_unix_server"])
+def test_server_methods_reject_wrong_arguments_at_the_call(loop, method):
+    # As asyncio's coroutine functions: the TypeError comes from the call itself, before any
+    # coroutine exists (so none is left un-awaited either).
+    create = getattr(loop, method)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'bogus'"):
+        create(asyncio.Protocol, bogus=1)
+    with pytest.raises(TypeError, match="positional argument"):
+        create(asyncio.Protocol, None, None, None, None)
+
+
+@pytest.mark.parametrize("method", ["create_server", "create_unix_server"])
+def test_server_methods_have_asyncios_signature(loop, method):
+    import inspect
+
+    stock = asyncio.SelectorEventLoop()
+    try:
+        assert inspect.signature(getattr(loop, method)) == inspect.signature(getattr(stock, method))
+        assert inspect.iscoroutinefunction(getattr(loop, method))
+    finally:
+        stock.close()

@@ -367,6 +367,7 @@ def test_running_loop_visible_in_callbacks(loop):
 
 
 def test_repr_shape(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     r = repr(loop)
     assert r.startswith("<") and r.endswith(">")
     assert "running=False closed=False debug=False" in r

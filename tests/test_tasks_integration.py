@@ -702,3 +702,19 @@ def test_eager_tasks_see_current_task_and_all_tasks(loop):
     loop.set_task_factory(asyncio.eager_task_factory)
     task, me = loop.run_until_complete(main())
     assert me is task
+
+
+def test_non_callable_done_callback_does_not_keep_the_others_from_running(loop):
+    """A future's done callbacks are scheduled together by set_result(): a non-callable among
+    them fails when it runs, reported to the exception handler, and the others still run."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    ran = []
+    fut.add_done_callback(1)
+    fut.add_done_callback(lambda f: ran.append(f.result()))
+    fut.set_result("value")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == ["value"]
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], TypeError)
+    assert errors[0]["message"].startswith("Exception in callback 1(")

@@ -201,6 +201,7 @@ def test_far_timer_does_not_block_near_timer(loop):
 
 
 def test_timer_handle_repr(loop):
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
     code = cb.__code__
     h = loop.call_at(1234.5, cb)
     assert repr(h) == f"<TimerHandle when=1234.5 cb() at {code.co_filename}:{code.co_firstlineno}>"

@@ -20,6 +20,7 @@ UDP, pipes and subprocesses are in ``_unix``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import types
@@ -36,6 +37,8 @@ from ._sslproto import SSLProtocol
 from ._transports import SocketTransport
 
 __all__ = ["NetworkMixin", "Server"]
+
+_AI_NUMERICHOST = int(socket.AI_NUMERICHOST)
 
 _BASE = base_events.BaseEventLoop
 _SELECTOR = selector_events.BaseSelectorEventLoop
@@ -294,36 +297,41 @@ class NetworkMixin:
         """``socket.getaddrinfo`` off the loop's thread, except for numeric hosts.
 
         A numeric host (or None) needs no resolver, so it is answered here at once; only names
-        go to the default executor, as asyncio does.
+        go to the default executor, as asyncio does. The answer at once is asyncio's in every
+        other way: a closed loop, or one whose executor was shut down, raises as
+        run_in_executor() would; flags that are not an int go the executor's way, so that
+        socket.getaddrinfo() says what is wrong with them.
         """
-        try:
-            return socket.getaddrinfo(
-                host, port, family, type, proto, flags | socket.AI_NUMERICHOST
-            )
-        except socket.gaierror as exc:
-            if exc.errno != socket.EAI_NONAME:
-                raise
-        except UnicodeError:
-            pass  # Let the resolver raise what it raises for such a name.
+        self._check_closed()
+        self._check_default_executor()
+        if isinstance(flags, int):
+            try:
+                # A plain int: the AddressInfo flag would fold a flags value out of C's range
+                # into a valid one, where socket.getaddrinfo() raises OverflowError.
+                return socket.getaddrinfo(host, port, family, type, proto, flags | _AI_NUMERICHOST)
+            except socket.gaierror as exc:
+                if exc.errno != socket.EAI_NONAME:
+                    raise
+            except UnicodeError:
+                pass  # Let the resolver raise what it raises for such a name.
         getaddr_func = self._getaddrinfo_debug if self._debug else socket.getaddrinfo
         return await self.run_in_executor(
             None, getaddr_func, host, port, family, type, proto, flags
         )
 
     # -- servers ------------------------------------------------------------------------------
+    # create_server and create_unix_server are made below (_with_signature_of) with the running
+    # version's signature, so that wrong arguments raise TypeError at the call, as asyncio's
+    # coroutine functions do, not when the coroutine is awaited.
 
-    async def create_server(
-        self, protocol_factory, host=None, port=None, *, start_serving=True, **kwargs
-    ):
+    async def _create_server(self, protocol_factory, host, port, start_serving, kwargs):
         # asyncio checks the arguments, resolves and binds; the Server is ours.
         server = await _BASE.create_server(
             self, protocol_factory, host, port, start_serving=False, **kwargs
         )
         return await self._finish_server(server, start_serving)
 
-    async def create_unix_server(
-        self, protocol_factory, path=None, *, start_serving=True, **kwargs
-    ):
+    async def _create_unix_server(self, protocol_factory, path, start_serving, kwargs):
         server = await _UNIX.create_unix_server(
             self, protocol_factory, path, start_serving=False, **kwargs
         )
@@ -375,7 +383,44 @@ def retarget(func, **names):
     return new
 
 
+def _with_signature_of(base, impl_name, fixed):
+    """An ``async def`` with the signature of asyncio's ``base`` (the running version's names,
+    defaults and keyword-only markers) that awaits ``self.<impl_name>(*fixed, start_serving,
+    kwargs)`` with the rest of the arguments in ``kwargs``."""
+    sig = inspect.signature(base)
+    params, defaults = [], {}
+    keyword_only = False
+    for i, p in enumerate(sig.parameters.values()):
+        if p.kind is p.KEYWORD_ONLY and not keyword_only:
+            params.append("*")
+            keyword_only = True
+        text = p.name
+        if p.default is not p.empty:
+            defaults[f"_d{i}"] = p.default
+            text += f"=_d{i}"
+        params.append(text)
+    rest = [p for p in sig.parameters if p not in ("self", "start_serving", *fixed)]
+    source = (
+        "class NetworkMixin:\n"
+        f"    async def {base.__name__}({', '.join(params)}):\n"
+        f"        kwargs = {{{', '.join(f'{n!r}: {n}' for n in rest)}}}\n"
+        f"        return await self.{impl_name}({', '.join(fixed)}, start_serving, kwargs)\n"
+    )
+    namespace = dict(defaults)
+    exec(source, namespace)  # the source is built above from asyncio's own signature
+    func = namespace["NetworkMixin"].__dict__[base.__name__]
+    func.__module__ = __name__
+    func.__doc__ = base.__doc__
+    return func
+
+
 borrow(NetworkMixin, _BORROWED)
+NetworkMixin.create_server = _with_signature_of(
+    _BASE.create_server, "_create_server", ("protocol_factory", "host", "port")
+)
+NetworkMixin.create_unix_server = _with_signature_of(
+    _UNIX.create_unix_server, "_create_unix_server", ("protocol_factory", "path")
+)
 # asyncio's, creating our TLS protocol (start_tls's `sslproto.SSLProtocol`) and our sendfile
 # fallback protocol: asyncio's checks `isinstance(transp, transports._FlowControlMixin)`.
 NetworkMixin.start_tls = retarget(
