@@ -7,7 +7,7 @@ ferroloop.Loop implements the whole of asyncio.AbstractEventLoop, whose stub (ty
 asyncio/events.pyi) marks every method abstract: a stub that only inherits them leaves Loop
 abstract to a type checker (mypy: "Cannot instantiate abstract class"). So the stub repeats
 AbstractEventLoop's method signatures, for every Python version typeshed distinguishes, without
-@abstractmethod, plus what ferroloop adds (shutdown_default_executor's timeout on 3.11 too).
+@abstractmethod, plus what ferroloop adds (OVERRIDES).
 The signatures come from the typeshed bundled with the installed mypy (pinned in
 tests/types/tools.txt), so they change only when that pin does; `make test-types` checks that
 the committed stub is this script's output.
@@ -97,13 +97,9 @@ CLASSES = [
     ("events.pyi", "AbstractEventLoop"),
 ]
 
-# ferroloop's own signatures where they differ from the stock loop's.
-OVERRIDES = {
-    # asyncio takes a timeout from 3.12 on; ferroloop's method takes it on every version.
-    "shutdown_default_executor": [
-        "    async def shutdown_default_executor(self, timeout: float | None = None) -> None: ..."
-    ],
-}
+# ferroloop's own signatures where they differ from the stock loop's (none today: the method
+# that did, shutdown_default_executor, now has the running asyncio's signature on every version).
+OVERRIDES: dict[str, list[str]] = {}
 
 
 @dataclass
