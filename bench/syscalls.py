@@ -379,8 +379,18 @@ def main() -> None:
         order = list(results)
         for rnd in range(a.cpu_rounds):
             for name in order[rnd % len(order) :] + order[: rnd % len(order)]:
+                if name in missing:
+                    continue
                 log(f"round {rnd + 1}: {name}")
-                measure(name, a, tmp, lua, results[name])
+                try:
+                    measure(name, a, tmp, lua, results[name])
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    # One loop's failure (a crash, strace refused by ptrace rules) should not
+                    # cost the other loops' numbers: report it below the table instead.
+                    log(f"  {name} failed: {exc}")
+                    missing[name] = f"failed: {str(exc).splitlines()[0]}"
+        for name in missing:
+            results.pop(name, None)
 
     print(
         f"Python {sys.version.split()[0]}, uvicorn {uvicorn_v}"
