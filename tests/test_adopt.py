@@ -222,7 +222,9 @@ def test_hook_installs_ferroloop_whatever_comes_first(run_python, first_import):
         "import asyncio\n"
         "async def m():\n"
         "    return type(asyncio.get_running_loop()).__module__\n"
-        "print(asyncio.run(m()), type(asyncio.new_event_loop()).__module__)\n"
+        "lp = asyncio.new_event_loop()\n"
+        "print(asyncio.run(m()), type(lp).__module__)\n"
+        "lp.close()\n"
     )
     proc = run_python([PYTHON, "-c", code], env={"FERROLOOP_INSTALL": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -277,7 +279,7 @@ def test_hook_replaces_a_loop_library_wherever_it_is_loaded_from(run_python, tmp
 
 
 def test_hook_ignores_an_unknown_mode_and_says_so(run_python):
-    code = "import asyncio; print(type(asyncio.new_event_loop()).__module__)"
+    code = "import asyncio; lp = asyncio.new_event_loop(); print(type(lp).__module__); lp.close()"
     proc = run_python([PYTHON, "-c", code], env={"FERROLOOP_INSTALL": "yes"})
     assert proc.returncode == 0, proc.stderr
     assert top(proc.stdout.strip()) == "asyncio"

@@ -226,6 +226,8 @@ removed = loop.remove_reader(1)
 print(got, removed, [(w.category.__name__, str(w.message)) for w in caught],
       loop.remove_reader(True), loop.remove_writer(False), file=__import__("sys").stderr)
 loop.close()
+a.close()
+b.close()
 """
     code = flavor.python_code(body.replace("LOOP", flavor.loop_expr))
     proc = run_python([sys.executable, "-c", code])
