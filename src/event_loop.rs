@@ -14,6 +14,7 @@
 //! 3. Queue the handles of ready fds, then expired timers (deadline < now + clock resolution).
 //! 4. Run exactly the handles that were ready at that point; what they schedule waits for the next
 //!    iteration.
+//! 5. Send the writes those callbacks kept in stream transports (`flush_writes`).
 //!
 //! ## Borrowing discipline
 //! Python code can run whenever a Python object is allocated (the GC runs finalizers) or released
@@ -277,6 +278,11 @@ pub struct LoopCore {
     pool_trim_at: f64,
     /// Iterations left before the next signal check (see `SIGNAL_CHECK_EVERY`).
     signal_countdown: u32,
+    /// Set while the iteration's callbacks run: stream transports then keep small writes for
+    /// one send at the end of the iteration (`SocketTransportCore::write_bytes`).
+    batching: bool,
+    /// The transports holding such writes, flushed by `flush_writes`.
+    unflushed: Vec<Py<SocketTransportCore>>,
 }
 
 impl LoopCore {
@@ -730,19 +736,60 @@ impl LoopCore {
                 return Err(err);
             }
         }
+        slf.try_borrow_mut()?.batching = true;
         let outcome = Self::run_batch(slf, &mut batch, debug);
-        {
+        let unflushed = {
             let mut me = slf.try_borrow_mut()?;
             // `batch` is empty now (or its rest went back to the ready queue): keep its
             // allocation for the next iteration. What it replaces is the empty default queue
             // taken above, which owns nothing.
             std::mem::forget(std::mem::replace(&mut me.spare, batch));
-        }
+            me.batching = false;
+            std::mem::take(&mut me.unflushed)
+        };
+        // Even when the batch failed (Ctrl-C out of run_forever): the bytes were written.
+        let flushed = Self::flush_writes(slf, unflushed);
         outcome?;
+        flushed?;
         if check_signals {
             py.check_signals()?;
         }
         Ok(())
+    }
+
+    /// Sends what the iteration's callbacks wrote to each stream transport (see `batching`).
+    /// Writes made meanwhile (by a protocol's `connection_lost` or `resume_writing`) are sent at
+    /// once, as `batching` is off. Every transport is flushed even if one raises
+    /// KeyboardInterrupt or SystemExit; the first such error is returned.
+    fn flush_writes(
+        slf: &Bound<'_, Self>,
+        mut unflushed: Vec<Py<SocketTransportCore>>,
+    ) -> PyResult<()> {
+        if unflushed.is_empty() {
+            return Ok(());
+        }
+        let py = slf.py();
+        let mut first_err = None;
+        for t in unflushed.drain(..) {
+            if let Err(err) = SocketTransportCore::flush(t.bind(py)) {
+                first_err.get_or_insert(err);
+            }
+        }
+        // Keep the allocation: a server flushes on most iterations.
+        let mut me = slf.try_borrow_mut()?;
+        if me.unflushed.is_empty() {
+            me.unflushed = unflushed;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes `transport` into this iteration's flush if the iteration's callbacks are running;
+    /// false otherwise (the caller then sends at once).
+    pub(crate) fn defer_flush(&mut self, transport: &Bound<'_, SocketTransportCore>) -> bool {
+        if self.batching {
+            self.unflushed.push(transport.clone().unbind());
+        }
+        self.batching
     }
 
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
@@ -822,6 +869,8 @@ impl LoopCore {
             creator_thread: current_thread(),
             signal_countdown: SIGNAL_CHECK_EVERY,
             pool_trim_at: 0.0,
+            batching: false,
+            unflushed: Vec::new(),
         })
     }
 
@@ -1452,6 +1501,9 @@ impl LoopCore {
         for file in self.watched_files.values() {
             visit.call(file)?;
         }
+        for t in &self.unflushed {
+            visit.call(t)?;
+        }
         Ok(())
     }
 
@@ -1469,6 +1521,7 @@ impl LoopCore {
         self.readers.clear();
         self.writers.clear();
         self.watched_files.clear();
+        self.unflushed.clear();
     }
 }
 

@@ -2,8 +2,10 @@
 //! `selector_events._SelectorSocketTransport`).
 //!
 //! What it guarantees, as asyncio does:
-//! - `write()` never blocks and never loses data: with nothing buffered it sends at once; what
-//!   the kernel does not take is buffered and flushed when the socket is writable. The protocol
+//! - `write()` never blocks and never loses data: with nothing buffered it sends at once (from
+//!   the loop's callbacks, small writes at the end of the iteration, all in one send: see
+//!   `BATCH_LIMIT`); what the kernel does not take is buffered and flushed when the socket is
+//!   writable. The protocol
 //!   gets `pause_writing()` above the high-water mark and `resume_writing()` at the low one, so
 //!   memory stays bounded when the peer reads slowly.
 //! - `close()` stops reading and flushes, then closes; `abort()` drops the buffer. Either way
@@ -54,6 +56,12 @@ const BULK_READ: usize = 124 * 1024;
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 /// asyncio's default high-water mark for transports.
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Writes made by the loop's callbacks are kept for one send at the end of the iteration while
+/// the transport holds at most this much (and no more than its high-water mark): a server's
+/// response head and body, or a TLS connection's records, then leave in one syscall (one TCP
+/// segment with TCP_NODELAY). Past it, the bytes kept and the new ones leave at once in one
+/// `sendmsg`, the new ones without being copied; a copy this small costs less than a syscall.
+const BATCH_LIMIT: usize = 16 * 1024;
 
 static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SOCKET_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -106,6 +114,37 @@ pub(crate) fn would_block(err: &std::io::Error) -> bool {
         err.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
     )
+}
+
+/// `sendmsg` of `first` then `second` (with MSG_NOSIGNAL, as `send`): the byte count sent from
+/// both together.
+fn send2(fd: RawFd, first: &[u8], second: &[u8]) -> std::io::Result<usize> {
+    if first.is_empty() {
+        return send(fd, second);
+    }
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data); the iovecs point at live
+    // slices for the duration of the call, which only reads through them.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 fn send(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
@@ -213,6 +252,13 @@ pub(crate) fn call_flow_control(
     }
 }
 
+/// What `send_kept` left to do.
+enum Kept {
+    Done,
+    /// Bytes are left for a writer to send.
+    Watch,
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct SocketTransportCore {
     loop_: Option<Py<LoopCore>>,
@@ -252,6 +298,16 @@ pub struct SocketTransportCore {
     protocol_paused: bool,
     /// sendfile's waiter for the buffer to drain (asyncio's `_empty_waiter`).
     empty_waiter: Option<Py<PyAny>>,
+    /// The buffer holds writes for the loop to send at the end of the iteration (the transport
+    /// is in its `unflushed` list) and no writer is registered: see `BATCH_LIMIT`.
+    batched: bool,
+    /// A send of kept writes failed outside the loop's flush (`send_kept`): the flush reports it.
+    write_error: Option<std::io::Error>,
+    /// The transport's writer is registered (`watch(.., true)` since the last unwatch). Writes
+    /// are not kept then, even with an empty buffer (a `resume_writing()` that writes from
+    /// inside `_write_ready`): the writer completes a close or a `write_eof`, and only when it
+    /// finds bytes to send.
+    write_watched: bool,
 }
 
 impl SocketTransportCore {
@@ -285,6 +341,58 @@ impl SocketTransportCore {
         self.buffer.clear();
         self.buffer.shrink_to(DEFAULT_HIGH_WATER);
         self.head = 0;
+    }
+
+    /// Sends the writes kept for the end of the iteration now, running no Python code. A
+    /// method whose answer depends on what is buffered calls this first (through `flush_now`),
+    /// so that it answers as asyncio's, which sent those bytes in `write()`.
+    fn send_kept(&mut self) -> Kept {
+        if !self.batched || self.write_error.is_some() {
+            return Kept::Done;
+        }
+        if self.conn_lost > 0 || self.pending() == 0 {
+            self.batched = false;
+            return Kept::Done;
+        }
+        match self
+            .io_fd()
+            .and_then(|fd| send(fd, &self.buffer[self.head..]))
+        {
+            Ok(n) => {
+                self.batched = false;
+                self.consume(n);
+                if self.pending() == 0 {
+                    Kept::Done
+                } else {
+                    Kept::Watch
+                }
+            }
+            Err(err) if would_block(&err) => {
+                self.batched = false;
+                Kept::Watch
+            }
+            Err(err) => {
+                // Still `batched`: the loop's flush reports it, in the transport's context.
+                self.clear_buffer();
+                self.write_error = Some(err);
+                Kept::Done
+            }
+        }
+    }
+
+    /// `send_kept`, then the writer for what is left.
+    fn flush_now(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let watch = {
+            let mut me = slf.try_borrow_mut()?;
+            if !me.batched {
+                return Ok(());
+            }
+            matches!(me.send_kept(), Kept::Watch)
+        };
+        if watch {
+            Self::watch(slf, true)?;
+        }
+        Ok(())
     }
 
     fn loop_bound<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
@@ -326,6 +434,9 @@ impl SocketTransportCore {
         };
         let watcher = Watcher::Transport(slf.clone().unbind());
         let old = LoopCore::watch(loop_.bind(py), fd, watcher, write)?;
+        if write {
+            slf.try_borrow_mut()?.write_watched = true;
+        }
         drop(old);
         Ok(())
     }
@@ -374,7 +485,10 @@ impl SocketTransportCore {
     fn unwatch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
         let py = slf.py();
         let (loop_, fd) = {
-            let me = slf.try_borrow()?;
+            let mut me = slf.try_borrow_mut()?;
+            if write {
+                me.write_watched = false;
+            }
             match &me.loop_ {
                 Some(l) => (l.clone_ref(py), me.fd),
                 None => return Ok(()),
@@ -428,6 +542,11 @@ impl SocketTransportCore {
             if me.conn_lost > 0 {
                 return Ok(());
             }
+            // The kept writes are ones asyncio would have sent by now: send what the kernel
+            // takes, as asyncio's write() did, and drop only the rest, as its abort() does.
+            me.send_kept();
+            me.batched = false;
+            me.write_error = None;
             let had_buffer = me.pending() > 0;
             me.clear_buffer();
             let was_closing = me.closing;
@@ -664,7 +783,8 @@ impl SocketTransportCore {
         }
     }
 
-    /// Sends or buffers `data` (asyncio's `write` after its checks).
+    /// Sends or buffers `data` (asyncio's `write` after its checks). From the loop's callbacks,
+    /// small writes wait for the end of the iteration (`BATCH_LIMIT`, `flush`).
     fn write_bytes(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
         let py = slf.py();
         let mut data = data;
@@ -692,22 +812,52 @@ impl SocketTransportCore {
                 }
                 return Ok(());
             }
+            let pending = me.pending();
             let mut start_watching = false;
-            if me.pending() == 0 {
-                match me.io_fd().and_then(|fd| send(fd, data)) {
-                    Ok(n) if n == data.len() => return Ok(()),
-                    Ok(n) => data = &data[n..],
-                    Err(err) if would_block(&err) => {}
-                    Err(err) => {
-                        drop(me);
-                        return Self::fatal_error(
-                            slf,
-                            os_error(err),
-                            "Fatal write error on socket transport",
-                        );
+            if me.write_error.is_some() {
+                // A send of kept writes failed; the flush is about to report it and close.
+                return Ok(());
+            }
+            if pending == 0 || me.batched {
+                let fits = pending + data.len() <= BATCH_LIMIT.min(me.high_water);
+                let keep = if me.batched {
+                    fits
+                } else {
+                    fits && !me.write_watched
+                        && match &me.loop_ {
+                            Some(l) => l.bind(py).try_borrow_mut()?.defer_flush(slf),
+                            None => false,
+                        }
+                };
+                if keep {
+                    me.batched = true;
+                } else {
+                    // Sent now, the kept bytes first: the flush will find nothing to do.
+                    me.batched = false;
+                    let sent = me
+                        .io_fd()
+                        .and_then(|fd| send2(fd, &me.buffer[me.head..], data));
+                    match sent {
+                        Ok(n) if n >= pending => {
+                            me.consume(pending);
+                            data = &data[n - pending..];
+                            if data.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                        Ok(n) => me.consume(n),
+                        Err(err) if would_block(&err) => {}
+                        Err(err) => {
+                            drop(me);
+                            return Self::fatal_error(
+                                slf,
+                                os_error(err),
+                                "Fatal write error on socket transport",
+                            );
+                        }
                     }
+                    start_watching = true;
                 }
-                start_watching = true;
             }
             me.buffer.extend_from_slice(data);
             start_watching
@@ -716,6 +866,38 @@ impl SocketTransportCore {
             Self::watch(slf, true)?;
         }
         Self::maybe_pause_protocol(slf)
+    }
+
+    /// Sends the writes kept for the end of the iteration (called by the loop, see
+    /// `BATCH_LIMIT`); what the kernel does not take is left to the writer, as `write` leaves
+    /// it, and an error is reported as `write` reports it, in the transport's context.
+    pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let error = {
+            let mut me = slf.try_borrow_mut()?;
+            if !me.batched {
+                return Ok(());
+            }
+            match me.send_kept() {
+                Kept::Watch => None,
+                Kept::Done => {
+                    me.batched = false;
+                    match me.write_error.take() {
+                        Some(err) => Some(err),
+                        None => return Ok(()),
+                    }
+                }
+            }
+        };
+        match error {
+            None => Self::watch(slf, true),
+            Some(err) => {
+                let context = slf.try_borrow()?.context.clone_ref(py);
+                with_context(py, &context, || {
+                    Self::fatal_error(slf, os_error(err), "Fatal write error on socket transport")
+                })
+            }
+        }
     }
 }
 
@@ -784,6 +966,9 @@ impl SocketTransportCore {
             paused: false,
             protocol_paused: false,
             empty_waiter: None,
+            batched: false,
+            write_error: None,
+            write_watched: false,
         })
     }
 
@@ -917,6 +1102,7 @@ impl SocketTransportCore {
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flush_now(slf)?;
         let shutdown_fd = {
             let mut me = slf.try_borrow_mut()?;
             if me.closing || me.eof {
@@ -940,6 +1126,7 @@ impl SocketTransportCore {
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flush_now(slf)?;
         let flushed = {
             let mut me = slf.try_borrow_mut()?;
             if me.closing {
@@ -1065,6 +1252,7 @@ impl SocketTransportCore {
                 "high ({high}) must be >= low ({low}) must be >= 0"
             )));
         }
+        Self::flush_now(slf)?;
         {
             let mut me = slf.try_borrow_mut()?;
             me.high_water = high as usize;
@@ -1077,8 +1265,9 @@ impl SocketTransportCore {
         (self.low_water, self.high_water)
     }
 
-    fn get_write_buffer_size(&self) -> usize {
-        self.pending()
+    fn get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        Self::flush_now(slf)?;
+        Ok(slf.try_borrow()?.pending())
     }
 
     #[pyo3(signature = (name, default=None))]
@@ -1167,6 +1356,7 @@ impl SocketTransportCore {
     /// sendfile support (asyncio's `_make_empty_waiter`): a future done once the buffer drains.
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        Self::flush_now(slf)?;
         let (loop_, empty) = {
             let me = slf.try_borrow()?;
             if me.empty_waiter.is_some() {
