@@ -720,23 +720,26 @@ impl LoopCore {
             let dead = (!me.graveyard.is_empty()).then(|| std::mem::take(&mut me.graveyard));
             let mut batch = std::mem::take(&mut me.spare);
             std::mem::swap(&mut batch, &mut me.ready);
+            me.batching = true;
             (batch, me.debug, dead)
         };
         if let Some(dead) = dead {
             dead.iter().for_each(retrack);
         }
         if let Err(err) = polled {
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                slf.try_borrow_mut()?.ready = batch;
-                return Err(os_error(err));
-            }
-            // Ctrl-C while blocked: run the interpreter's signal handlers now.
-            if let Err(err) = py.check_signals() {
-                slf.try_borrow_mut()?.ready = batch;
+            let err = if err.kind() != std::io::ErrorKind::Interrupted {
+                Some(os_error(err))
+            } else {
+                // Ctrl-C while blocked: run the interpreter's signal handlers now.
+                py.check_signals().err()
+            };
+            if let Some(err) = err {
+                let mut me = slf.try_borrow_mut()?;
+                me.ready = batch;
+                me.batching = false;
                 return Err(err);
             }
         }
-        slf.try_borrow_mut()?.batching = true;
         let outcome = Self::run_batch(slf, &mut batch, debug);
         let unflushed = {
             let mut me = slf.try_borrow_mut()?;
@@ -745,12 +748,16 @@ impl LoopCore {
             // taken above, which owns nothing.
             std::mem::forget(std::mem::replace(&mut me.spare, batch));
             me.batching = false;
-            std::mem::take(&mut me.unflushed)
+            (!me.unflushed.is_empty()).then(|| std::mem::take(&mut me.unflushed))
         };
         // Even when the batch failed (Ctrl-C out of run_forever): the bytes were written.
-        let flushed = Self::flush_writes(slf, unflushed);
-        outcome?;
-        flushed?;
+        if let Some(unflushed) = unflushed {
+            let flushed = Self::flush_writes(slf, unflushed);
+            outcome?;
+            flushed?;
+        } else {
+            outcome?;
+        }
         if check_signals {
             py.check_signals()?;
         }
@@ -761,13 +768,11 @@ impl LoopCore {
     /// Writes made meanwhile (by a protocol's `connection_lost` or `resume_writing`) are sent at
     /// once, as `batching` is off. Every transport is flushed even if one raises
     /// KeyboardInterrupt or SystemExit; the first such error is returned.
+    #[inline(never)]
     fn flush_writes(
         slf: &Bound<'_, Self>,
         mut unflushed: Vec<Py<SocketTransportCore>>,
     ) -> PyResult<()> {
-        if unflushed.is_empty() {
-            return Ok(());
-        }
         let py = slf.py();
         let mut first_err = None;
         for t in unflushed.drain(..) {
