@@ -40,7 +40,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
-use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
+use crate::handles::{has_weakrefs, retrack, run_handle, Args, Handle, TimerHandle};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -338,7 +338,7 @@ impl LoopCore {
         Handle::new_plain(
             slf.py(),
             callback,
-            args,
+            args.into(),
             context,
             slf.as_any(),
             debug,
@@ -827,6 +827,105 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `call_soon` as the vectorcall entry point calls it (`fastcall.rs`).
+    pub(crate) fn call_soon_args<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Args,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        // check_schedule and new_handle in one borrow: this is every Future callback's and
+        // Task step's way in.
+        let (debug, recycled) = {
+            let mut me = slf.try_borrow_mut()?;
+            me.check_closed()?;
+            if me.debug {
+                me.check_thread()?;
+            }
+            (me.debug, me.pool.pop())
+        };
+        // A call with `context=` is how asyncio's C Future schedules its done callbacks (all of
+        // them, in one loop inside set_result()); an error here would leave the ones after it
+        // unscheduled and their awaiters waiting forever. Such a call is checked in debug mode
+        // only, as asyncio checks: a non-callable then fails when it runs, reported to the
+        // exception handler ("Exception in callback"), as on the stock loop.
+        if context.is_none() || debug {
+            check_callback(&callback, "call_soon", debug)?;
+        }
+        let handle = Handle::new_plain(
+            slf.py(),
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            debug,
+            recycled,
+        )?;
+        slf.try_borrow_mut()?
+            .ready
+            .push_back(Ready::Handle(handle.clone().unbind()));
+        Ok(handle)
+    }
+
+    /// `call_soon_threadsafe` as the vectorcall entry point calls it (`fastcall.rs`).
+    pub(crate) fn call_soon_threadsafe_args<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Args,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Handle>> {
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            me.debug
+        };
+        check_callback(&callback, "call_soon_threadsafe", debug)?;
+        let py = slf.py();
+        // From the pool like call_soon's: the GIL serialises this thread's use of it with the
+        // loop thread's (the module is not free-threaded, see lib.rs).
+        let recycled = slf.try_borrow_mut()?.pool.pop();
+        let handle = Handle::new_plain(py, callback, args, context, slf.as_any(), debug, recycled)?;
+        if *THREADSAFE_HANDLES.get_or_try_init(py, || {
+            py.import("asyncio.events")?
+                .hasattr(intern!(py, "_ThreadSafeHandle"))
+        })? {
+            handle.try_borrow_mut()?.run_lock = Some(Arc::default());
+        }
+        // Where the handle goes is decided here, with no Python code between the decision and
+        // the push: building the handle can run Python code (the GC) and switch threads, and the
+        // loop may have started and gone to sleep meanwhile; a handle put on its ready queue then
+        // would wait, unseen, for whatever wakes the loop next (asyncio's
+        // run_coroutine_threadsafe test hung on that under load).
+        let here = current_thread();
+        let backlog = {
+            let mut me = slf.try_borrow_mut()?;
+            me.check_closed()?;
+            match (me.thread_id, &me.inbox) {
+                (Some(t), Some(inbox)) if t != here => {
+                    inbox.push(handle.clone().unbind()).map_err(os_error)?
+                }
+                (thread_id, _) => {
+                    me.ready.push_back(Ready::Handle(handle.clone().unbind()));
+                    // Not running: a call from a thread other than the loop's creator comes from
+                    // a producer thread all the same (see INBOX_BACKLOG).
+                    if thread_id.is_none() && here != me.creator_thread {
+                        me.ready.len()
+                    } else {
+                        0
+                    }
+                }
+            }
+        };
+        if backlog > INBOX_BACKLOG {
+            // The loop is far behind: step off the GIL for a moment so other threads, the
+            // loop's among them, get it. Threads that never release the GIL would otherwise keep
+            // the loop from running at all (the stock loop's producers release it at every call,
+            // in the send() that wakes the loop), and the backlog would grow without bound.
+            py.detach(|| std::thread::sleep(BACKLOG_PAUSE));
+        }
+        Ok(handle)
+    }
+
     #[cold]
     fn run_handle_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<()> {
         let t0 = clock::monotonic();
@@ -885,43 +984,13 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
-    pub(crate) fn call_soon<'py>(
+    fn call_soon<'py>(
         slf: &Bound<'py, Self>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        // check_schedule and new_handle in one borrow: this is every Future callback's and
-        // Task step's way in.
-        let (debug, recycled) = {
-            let mut me = slf.try_borrow_mut()?;
-            me.check_closed()?;
-            if me.debug {
-                me.check_thread()?;
-            }
-            (me.debug, me.pool.pop())
-        };
-        // A call with `context=` is how asyncio's C Future schedules its done callbacks (all of
-        // them, in one loop inside set_result()); an error here would leave the ones after it
-        // unscheduled and their awaiters waiting forever. Such a call is checked in debug mode
-        // only, as asyncio checks: a non-callable then fails when it runs, reported to the
-        // exception handler ("Exception in callback"), as on the stock loop.
-        if context.is_none() || debug {
-            check_callback(&callback, "call_soon", debug)?;
-        }
-        let handle = Handle::new_plain(
-            slf.py(),
-            callback,
-            args,
-            context,
-            slf.as_any(),
-            debug,
-            recycled,
-        )?;
-        slf.try_borrow_mut()?
-            .ready
-            .push_back(Ready::Handle(handle.clone().unbind()));
-        Ok(handle)
+        Self::call_soon_args(slf, callback, args.into(), context)
     }
 
     /// `delay` is added to the loop's time as asyncio's `self.time() + delay` does, so whatever
@@ -988,62 +1057,13 @@ impl LoopCore {
     /// `call_soon` as asyncio's shared deque does; from other threads it goes through the inbox
     /// and wakes the poll.
     #[pyo3(signature = (callback, *args, context=None))]
-    pub(crate) fn call_soon_threadsafe<'py>(
+    fn call_soon_threadsafe<'py>(
         slf: &Bound<'py, Self>,
         callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let debug = {
-            let me = slf.try_borrow()?;
-            me.check_closed()?;
-            me.debug
-        };
-        check_callback(&callback, "call_soon_threadsafe", debug)?;
-        let py = slf.py();
-        // From the pool like call_soon's: the GIL serialises this thread's use of it with the
-        // loop thread's (the module is not free-threaded, see lib.rs).
-        let recycled = slf.try_borrow_mut()?.pool.pop();
-        let handle = Handle::new_plain(py, callback, args, context, slf.as_any(), debug, recycled)?;
-        if *THREADSAFE_HANDLES.get_or_try_init(py, || {
-            py.import("asyncio.events")?
-                .hasattr(intern!(py, "_ThreadSafeHandle"))
-        })? {
-            handle.try_borrow_mut()?.run_lock = Some(Arc::default());
-        }
-        // Where the handle goes is decided here, with no Python code between the decision and
-        // the push: building the handle can run Python code (the GC) and switch threads, and the
-        // loop may have started and gone to sleep meanwhile; a handle put on its ready queue then
-        // would wait, unseen, for whatever wakes the loop next (asyncio's
-        // run_coroutine_threadsafe test hung on that under load).
-        let here = current_thread();
-        let backlog = {
-            let mut me = slf.try_borrow_mut()?;
-            me.check_closed()?;
-            match (me.thread_id, &me.inbox) {
-                (Some(t), Some(inbox)) if t != here => {
-                    inbox.push(handle.clone().unbind()).map_err(os_error)?
-                }
-                (thread_id, _) => {
-                    me.ready.push_back(Ready::Handle(handle.clone().unbind()));
-                    // Not running: a call from a thread other than the loop's creator comes from
-                    // a producer thread all the same (see INBOX_BACKLOG).
-                    if thread_id.is_none() && here != me.creator_thread {
-                        me.ready.len()
-                    } else {
-                        0
-                    }
-                }
-            }
-        };
-        if backlog > INBOX_BACKLOG {
-            // The loop is far behind: step off the GIL for a moment so other threads, the
-            // loop's among them, get it. Threads that never release the GIL would otherwise keep
-            // the loop from running at all (the stock loop's producers release it at every call,
-            // in the send() that wakes the loop), and the backlog would grow without bound.
-            py.detach(|| std::thread::sleep(BACKLOG_PAUSE));
-        }
-        Ok(handle)
+        Self::call_soon_threadsafe_args(slf, callback, args.into(), context)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -1268,8 +1288,15 @@ impl LoopCore {
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
         let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
-        let handle =
-            Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)?;
+        let handle = Handle::new_plain(
+            slf.py(),
+            callback,
+            args.into(),
+            context,
+            slf.as_any(),
+            debug,
+            None,
+        )?;
         // Kept by the Python side between signals, not by the loop: tracked.
         retrack(&handle.clone().unbind());
         Ok(handle)
@@ -1568,8 +1595,15 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, TimerHandle>> {
         let debug = Self::check_schedule(slf, &callback, method)?;
         let when = when(&|| Ok(!slf.try_borrow()?.timers.is_empty()))?;
-        let timer =
-            Handle::new_timer(slf.py(), when, callback, args, context, slf.as_any(), debug)?;
+        let timer = Handle::new_timer(
+            slf.py(),
+            when,
+            callback,
+            args.into(),
+            context,
+            slf.as_any(),
+            debug,
+        )?;
         timer.as_super().try_borrow_mut()?.scheduled = true;
         let base: Py<Handle> = timer.as_super().clone().unbind();
         slf.try_borrow_mut()?.timers.push(when, base);

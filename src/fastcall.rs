@@ -23,6 +23,7 @@ use pyo3::types::{PyString, PyTuple, PyType};
 use std::ffi::CStr;
 
 use crate::event_loop::LoopCore;
+use crate::handles::Args;
 
 /// Runs `f`, turning its error or panic into a raised Python exception (a NULL return).
 pub(crate) fn into_raw(
@@ -43,11 +44,7 @@ pub(crate) fn into_raw(
 }
 
 /// `(callback, args, context)` of a `call_soon`-style call.
-type CallbackCall<'py> = (
-    Bound<'py, PyAny>,
-    Bound<'py, PyTuple>,
-    Option<Bound<'py, PyAny>>,
-);
+type CallbackCall<'py> = (Bound<'py, PyAny>, Args, Option<Bound<'py, PyAny>>);
 
 /// Parses a vectorcall of `(callback, *args, context=None)`.
 ///
@@ -91,6 +88,15 @@ unsafe fn parse_callback_call<'py>(
         }
     }
     let extra = &all[1..nargs];
+    match extra {
+        [] => return Ok((callback, Args::Empty, context)),
+        [one] => {
+            // SAFETY: `one` is a live reference CPython passed us (this function's contract).
+            let one = unsafe { Bound::from_borrowed_ptr(py, *one) };
+            return Ok((callback, Args::One(one.unbind()), context));
+        }
+        _ => {}
+    }
     // SAFETY: PyTuple_New returns a new tuple (or NULL with an exception set), which we fill
     // completely with new references before anyone else can see it.
     let tuple = unsafe {
@@ -104,7 +110,7 @@ unsafe fn parse_callback_call<'py>(
         }
         Bound::from_owned_ptr(py, t).cast_into_unchecked::<PyTuple>()
     };
-    Ok((callback, tuple, context))
+    Ok((callback, tuple.into(), context))
 }
 
 /// `call_soon(callback=cb, context=ctx)`: asyncio's signature lets the callback be named (then
@@ -133,7 +139,7 @@ fn named_callback<'py>(
             "{method}() missing required positional argument: 'callback'"
         ))
     })?;
-    Ok((callback, PyTuple::empty(py), context))
+    Ok((callback, Args::Empty, context))
 }
 
 /// The TypeError for keyword `name`, which is not `context` (nor `callback`, unless it was
@@ -154,7 +160,7 @@ fn unexpected_keyword(method: &str, name: &Bound<'_, PyString>, positional: bool
 type ScheduleFn = for<'py> fn(
     &Bound<'py, LoopCore>,
     Bound<'py, PyAny>,
-    Bound<'py, PyTuple>,
+    Args,
     Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, crate::handles::Handle>>;
 
@@ -196,7 +202,16 @@ unsafe extern "C" fn call_soon_fastcall(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: forwarded as CPython passed them.
-    unsafe { callback_fastcall("call_soon", LoopCore::call_soon, slf, args, nargs, kwnames) }
+    unsafe {
+        callback_fastcall(
+            "call_soon",
+            LoopCore::call_soon_args,
+            slf,
+            args,
+            nargs,
+            kwnames,
+        )
+    }
 }
 
 /// `Loop.call_soon_threadsafe(callback, *args, context=None)`: asyncio's Futures completed from
@@ -215,7 +230,7 @@ unsafe extern "C" fn call_soon_threadsafe_fastcall(
     unsafe {
         callback_fastcall(
             method,
-            LoopCore::call_soon_threadsafe,
+            LoopCore::call_soon_threadsafe_args,
             slf,
             args,
             nargs,

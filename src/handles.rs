@@ -36,13 +36,68 @@ static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static GETFRAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// A handle's positional arguments. One argument, what asyncio's Futures and Tasks pass to each
+/// done callback and wake-up, is kept as the object itself: no tuple is made for it, and the
+/// call passes it by vectorcall. `_args` makes the tuple on first use.
+pub(crate) enum Args {
+    /// No arguments (a Task's step, most `call_soon(cb)`s): no tuple either.
+    Empty,
+    Tuple(Py<PyTuple>),
+    One(Py<PyAny>),
+}
+
+impl From<Bound<'_, PyTuple>> for Args {
+    fn from(args: Bound<'_, PyTuple>) -> Self {
+        Args::Tuple(args.unbind())
+    }
+}
+
+impl Args {
+    /// The arguments as the tuple asyncio's `Handle._args` is.
+    pub(crate) fn tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Args::Empty => Ok(PyTuple::empty(py)),
+            Args::Tuple(t) => Ok(t.bind(py).clone()),
+            Args::One(a) => PyTuple::new(py, [a.bind(py)]),
+        }
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Empty => Args::Empty,
+            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
+            Args::One(a) => Args::One(a.clone_ref(py)),
+        }
+    }
+
+    /// `callback(*args)`.
+    fn call(&self, py: Python<'_>, callback: &Py<PyAny>) -> PyResult<()> {
+        let callback = callback.bind(py);
+        match self {
+            Args::Empty => callback.call0().map(drop),
+            Args::One(a) => callback.call1((a.bind(py),)).map(drop),
+            Args::Tuple(t) if t.bind(py).is_empty() => callback.call0().map(drop),
+            Args::Tuple(t) => callback.call1(t.bind(py)).map(drop),
+        }
+    }
+
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Empty => Ok(()),
+            Args::Tuple(t) => visit.call(t),
+            Args::One(a) => visit.call(a),
+        }
+    }
+}
+
 /// asyncio's `format_helpers._format_callback_source`, e.g. `cb(1, 2) at file.py:12`.
 pub(crate) fn format_callback_source(
     py: Python<'_>,
     callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
     loop_: Option<&Py<PyAny>>,
 ) -> PyResult<String> {
+    let args = args.tuple(py)?;
     let format =
         FORMAT_CALLBACK_SOURCE.import(py, "asyncio.format_helpers", "_format_callback_source")?;
     // Python 3.13 shows the arguments only when told the loop is in debug mode; older versions
@@ -118,7 +173,7 @@ pub(crate) fn has_weakrefs(handle: &Bound<'_, Handle>) -> bool {
 #[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
-    pub(crate) args: Option<Py<PyTuple>>,
+    pub(crate) args: Option<Args>,
     pub(crate) context: Option<Py<PyAny>>,
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) source_traceback: Option<Py<PyAny>>,
@@ -214,7 +269,7 @@ impl Handle {
     pub(crate) fn build(
         py: Python<'_>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<Bound<'_, PyAny>>,
         loop_: &Bound<'_, PyAny>,
         debug: bool,
@@ -224,7 +279,7 @@ impl Handle {
         let source_traceback = Handle::traceback_for(py, debug)?;
         Ok(Handle {
             callback: Some(callback.unbind()),
-            args: Some(args.unbind()),
+            args: Some(args),
             context: Some(context),
             loop_: Some(loop_.clone().unbind()),
             source_traceback,
@@ -241,7 +296,7 @@ impl Handle {
     pub(crate) fn new_plain<'py>(
         py: Python<'py>,
         callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
+        args: Args,
         context: Option<Bound<'py, PyAny>>,
         loop_: &Bound<'py, PyAny>,
         debug: bool,
@@ -257,7 +312,7 @@ impl Handle {
                 // copy and a drop of it per call_soon.
                 let mut slot = h.try_borrow_mut()?;
                 slot.callback = Some(callback.unbind());
-                slot.args = Some(args.unbind());
+                slot.args = Some(args);
                 slot.context = Some(context);
                 slot.loop_ = Some(loop_.clone().unbind());
                 slot.source_traceback = source_traceback;
@@ -279,7 +334,7 @@ impl Handle {
         &mut self,
     ) -> (
         Option<Py<PyAny>>,
-        Option<Py<PyTuple>>,
+        Option<Args>,
         Option<Py<PyAny>>,
         Option<Py<PyAny>>,
         Option<Py<PyAny>>,
@@ -303,7 +358,9 @@ impl Handle {
     /// Visits what the handle references, for the loop's `__traverse__`.
     pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.callback)?;
-        visit.call(&self.args)?;
+        if let Some(args) = &self.args {
+            args.visit(visit)?;
+        }
         visit.call(&self.context)?;
         visit.call(&self.loop_)?;
         visit.call(&self.source_traceback)?;
@@ -314,7 +371,7 @@ impl Handle {
         py: Python<'py>,
         when: f64,
         callback: Bound<'py, PyAny>,
-        args: Bound<'py, PyTuple>,
+        args: Args,
         context: Option<Bound<'py, PyAny>>,
         loop_: &Bound<'py, PyAny>,
         debug: bool,
@@ -467,17 +524,10 @@ fn with_context_or<T>(
 fn call_in_context(
     py: Python<'_>,
     callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
-    let call = || {
-        let args = args.bind(py);
-        if args.is_empty() {
-            callback.bind(py).call0().map(drop)
-        } else {
-            callback.bind(py).call1(args).map(drop)
-        }
-    };
+    let call = || args.call(py, callback);
     with_context_or(py, context, call, |err| {
         // SAFETY: `context` is a live object; the check only reads its type.
         if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } != 0 {
@@ -494,12 +544,12 @@ fn call_in_context(
 fn call_through_run(
     py: Python<'_>,
     callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
     let run = context.bind(py).getattr(intern!(py, "run"))?;
     let call_args: Vec<Bound<'_, PyAny>> = std::iter::once(callback.bind(py).clone())
-        .chain(args.bind(py).iter())
+        .chain(args.tuple(py)?.iter())
         .collect();
     let call_args = PyTuple::new(py, call_args)?;
     run.call1(call_args).map(drop)
@@ -537,7 +587,7 @@ fn report_callback_error(
     py: Python<'_>,
     handle: &Bound<'_, Handle>,
     callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &Args,
     err: PyErr,
 ) -> PyResult<()> {
     let (loop_, source_traceback) = {
@@ -602,9 +652,15 @@ impl Handle {
         self.callback.as_ref().map(|c| c.clone_ref(py))
     }
 
+    /// The tuple, made once for a one-argument handle (so that `h._args is h._args`).
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.args.as_ref().map(|a| a.clone_ref(py))
+    fn _args(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
+        let Some(args) = &self.args else {
+            return Ok(None);
+        };
+        let tuple = args.tuple(py)?.unbind();
+        self.args = Some(Args::Tuple(tuple.clone_ref(py)));
+        Ok(Some(tuple))
     }
 
     #[getter]
@@ -681,7 +737,7 @@ impl TimerHandle {
                 && a.callback.as_ref().map(|c| c.as_ptr())
                     == b.callback.as_ref().map(|c| c.as_ptr())
                 && match (&a.args, &b.args) {
-                    (Some(x), Some(y)) => x.bind(py).eq(y.bind(py))?,
+                    (Some(x), Some(y)) => x.tuple(py)?.eq(y.tuple(py)?)?,
                     (None, None) => true,
                     _ => false,
                 });

@@ -56,6 +56,35 @@ def test_signature_is_asyncios(loop, method):
     assert params == ["self", "callback", "args", "context"]
 
 
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+@pytest.mark.parametrize("args", [(), (1,), ((1, 2),), ([],), (None,), (1, 2), ((),)], ids=repr)
+def test_handle_args_as_given(loop, method, args):
+    """No arguments, one (itself a tuple, a list, None) or several: the callback gets exactly
+    them, and _args is the tuple of them, the same object each time (ferroloop keeps a single
+    argument without a tuple until _args is asked for)."""
+    out = []
+    handle = getattr(loop, method)(lambda *a: out.append(a), *args)
+    assert handle._args == args
+    assert handle._args is handle._args
+    if args:
+        assert repr(args[0] if len(args) == 1 else args[-1]) in repr(handle)
+    run_briefly(loop)
+    assert out == [args]
+
+
+def test_timer_handles_with_one_argument_compare_by_it(loop):
+    cb = print
+    a = loop.call_at(100.0, cb, (1,))
+    b = loop.call_at(100.0, cb, (1,))
+    c = loop.call_at(100.0, cb, (2,))
+    d = loop.call_at(100.0, cb, 1, 2)
+    assert a == b
+    assert a != c
+    assert a != d
+    for h in (a, b, c, d):
+        h.cancel()
+
+
 def test_call_soon_returns_handle(loop):
     out = []
     h = loop.call_soon(out.append, 1)
