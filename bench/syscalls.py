@@ -154,31 +154,13 @@ class Result:
         return sum(self.calls.values()) / self.requests
 
 
-class Uvicorn:
-    """One uvicorn server process; the context manager stops it."""
+class ServerProcess:
+    """One HTTP server process listening on 127.0.0.1:`port`; the context manager stops it
+    with SIGINT (uvicorn's and aiohttp's graceful stop), then SIGKILL after 5 s."""
 
-    def __init__(self, loop: str, app_dir: str) -> None:
-        self.port = free_port()
+    def __init__(self, cmd: list[str], port: int) -> None:
+        self.port = port
         self.err = tempfile.TemporaryFile(mode="w+")
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app:app",
-            "--app-dir",
-            app_dir,
-            "--loop",
-            LOOP_SPECS[loop],
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.err
         )
@@ -188,25 +170,25 @@ class Uvicorn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}: {self.stderr()}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.stderr()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"uvicorn not listening after {timeout:g} s")
+        raise RuntimeError(f"server not listening after {timeout:g} s")
 
     def stderr(self) -> str:
         self.err.seek(0)
         lines = self.err.read().strip().splitlines()
         return lines[-1] if lines else "(no stderr)"
 
-    def __enter__(self) -> Uvicorn:
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful stop
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -215,11 +197,43 @@ class Uvicorn:
         self.err.close()
 
 
-def wrk(url: str, requests: int, connections: int, lua: str) -> tuple[int, float]:
-    """(responses, req/s) of a wrk run stopped after `requests` responses."""
+def uvicorn_cmd(loop: str, app_dir: str, port: int, app: str = "app:app", http: str = "httptools"):
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--app-dir",
+        app_dir,
+        "--loop",
+        LOOP_SPECS[loop],
+        "--http",
+        http,
+        "--no-access-log",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+class Uvicorn(ServerProcess):
+    """The hello app under uvicorn with httptools."""
+
+    def __init__(self, loop: str, app_dir: str) -> None:
+        port = free_port()
+        super().__init__(uvicorn_cmd(loop, app_dir, port), port)
+
+
+def wrk(url: str, requests: int, connections: int, lua: str) -> tuple[int, float, float]:
+    """(responses, req/s, p99 latency in µs) of a wrk run stopped after `requests`
+    responses."""
     # The bound on the run: a few hundred requests a second is slower than any loop under strace.
     bound = max(10, requests // 300)
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{bound}s", "-s", lua, url, "--", str(requests)]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{bound}s", "--latency", "-s", lua, url]
+    cmd += ["--", str(requests)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     # wrk ends by itself after -d at the latest, so these reads cannot block for longer.
@@ -245,7 +259,11 @@ def wrk(url: str, requests: int, connections: int, lua: str) -> tuple[int, float
         raise RuntimeError(f"wrk: {errors[0]}")
     if int(total[1]) < requests:
         raise RuntimeError(f"wrk stopped after {total[1]} of {requests} requests")
-    return int(total[1]), float(rps[1])
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\b", stdout, re.M)
+    if not p99:
+        raise RuntimeError(f"no latency distribution in wrk's output:\n{stdout}")
+    p99_us = float(p99[1]) * {"us": 1, "ms": 1e3, "s": 1e6}[p99[2]]
+    return int(total[1]), float(rps[1]), p99_us
 
 
 def parse_strace_summary(text: str) -> dict[str, int]:
@@ -281,7 +299,7 @@ def straced(srv: Uvicorn, requests: int, connections: int, lua: str) -> tuple[in
             st.kill()
             raise RuntimeError(f"strace did not attach: {line.strip() or 'no output in 10 s'}")
         try:
-            done, _ = wrk(srv.url, requests, connections, lua)
+            done, _, _ = wrk(srv.url, requests, connections, lua)
         finally:
             st.send_signal(signal.SIGINT)  # detach and write the summary
             st.wait(30)
@@ -296,7 +314,7 @@ def measure(loop: str, a: argparse.Namespace, app_dir: str, lua: str, res: Resul
             res.requests, res.calls = straced(srv, a.requests, a.connections, lua)
         tick = os.sysconf("SC_CLK_TCK")
         u0, s0 = cpu_ticks(srv.proc.pid)
-        done, rps = wrk(srv.url, a.cpu_requests, a.connections, lua)
+        done, rps, _ = wrk(srv.url, a.cpu_requests, a.connections, lua)
         u1, s1 = cpu_ticks(srv.proc.pid)
         scale = 1e6 / tick / done
         res.cpu.append(((u1 - u0) * scale, (s1 - s0) * scale, rps))

@@ -283,6 +283,8 @@ pub struct LoopCore {
     batching: bool,
     /// The transports holding such writes, flushed by `flush_writes`.
     unflushed: Vec<Py<SocketTransportCore>>,
+    /// `{"loop": self}`, made once: `create_future` passes it to asyncio's C Future as is.
+    future_kwargs: Option<Py<PyDict>>,
 }
 
 impl LoopCore {
@@ -975,6 +977,7 @@ impl LoopCore {
             pool_trim_at: 0.0,
             batching: false,
             unflushed: Vec::new(),
+            future_kwargs: None,
         })
     }
 
@@ -1154,16 +1157,27 @@ impl LoopCore {
             Some(class) => class,
             None => futures.getattr(intern!(py, "Future"))?,
         };
-        // asyncio's own C Future, made in the thread running this loop: `loop=None` has it take
-        // the running loop, which is this one, and skips the keyword dict a `loop=` call builds
-        // (~550 instructions of a create_future/set_result/await round trip of ~5,600). Checked
-        // after the fact, should the program have changed the running loop.
-        let running_here = slf.try_borrow()?.thread_id == Some(current_thread());
-        if running_here && c_future(py)?.is_some_and(|c| class.is(c)) {
-            let future = class.call0()?;
-            if future.getattr(intern!(py, "_loop"))?.is(slf) {
-                return Ok(future);
-            }
+        // asyncio's own C Future gets `loop=self` from a dict made once per loop: its __init__
+        // only reads it, and building one per call was ~550 instructions of a
+        // create_future/set_result/await round trip of ~5,600. (`Future()` without `loop=`
+        // costs a getpid() syscall on 3.11, in its get_running_loop().) Any other class gets a
+        // fresh dict, as it may keep what it is given.
+        if c_future(py)?.is_some_and(|c| class.is(c)) {
+            let cached = slf
+                .try_borrow()?
+                .future_kwargs
+                .as_ref()
+                .map(|k| k.clone_ref(py));
+            let kwargs = match cached {
+                Some(kwargs) => kwargs.into_bound(py),
+                None => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "loop"), slf)?;
+                    slf.try_borrow_mut()?.future_kwargs = Some(kwargs.clone().unbind());
+                    kwargs
+                }
+            };
+            return class.call((), Some(&kwargs));
         }
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
@@ -1469,6 +1483,7 @@ impl LoopCore {
     /// make the GC free objects still in use, hence the count per handle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.task_factory)?;
+        visit.call(&self.future_kwargs)?;
         visit.call(&self.debug_value)?;
         // SAFETY: tp_traverse runs with the GIL held (the GC runs attached), and borrowing a
         // handle's cell neither runs Python code nor touches the GC.
@@ -1549,6 +1564,7 @@ impl LoopCore {
         self.graveyard.clear();
         self.pool.clear();
         self.task_factory = None;
+        self.future_kwargs = None;
         self.debug_value = None;
         self.readers.clear();
         self.writers.clear();

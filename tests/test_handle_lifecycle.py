@@ -124,6 +124,26 @@ def test_closed_loop_that_had_pending_callbacks_is_collectable(flavor):
     assert ref() is None
 
 
+def test_loop_that_made_futures_is_collectable(flavor):
+    """A loop that made futures (ferroloop keeps the `loop=` argument it passes them) and a
+    future left pending are collected once unreachable."""
+    lp = flavor.new_event_loop()
+    fut = lp.run_until_complete(_make_future(lp))
+    assert fut._loop is lp and not fut.done()
+    lp.close()
+    ref = weakref.ref(lp)
+    del lp, fut
+    gc.collect()
+    assert ref() is None
+
+
+async def _make_future(lp):
+    done = lp.create_future()
+    done.set_result(None)
+    await done
+    return lp.create_future()
+
+
 def test_cycle_through_a_fired_timer_handle_is_collected(loop):
     """self._timer = loop.call_later(0, self.cb): after the timer fires the handle is reachable
     only from its owner, and the cycle owner -> handle -> bound method -> owner is garbage."""
