@@ -200,7 +200,10 @@ def table(server: str, cells: dict[str, Cell], versions: dict[str, str]) -> str:
 
 
 def importable(module: str) -> bool:
-    return subprocess.run([sys.executable, "-c", f"import {module}"], check=False).returncode == 0
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, check=False
+    )
+    return proc.returncode == 0
 
 
 def main() -> None:
