@@ -10,7 +10,8 @@
 //! 2. Poll: timeout 0 when something is ready or the loop is stopping, else until the nearest
 //!    live timer, else forever. The GIL is released only when the poll can block. A zero-timeout
 //!    poll with no fd watched is skipped: it could only report the waker, and the inbox is read
-//!    without it.
+//!    without it. So is one right after an iteration that polled and ran only native
+//!    transports' I/O (`just_polled_io`).
 //! 3. Queue the handles of ready fds, then expired timers (deadline < now + clock resolution).
 //! 4. Run exactly the handles that were ready at that point; what they schedule waits for the next
 //!    iteration.
@@ -285,6 +286,9 @@ pub struct LoopCore {
     unflushed: Vec<Py<SocketTransportCore>>,
     /// `{"loop": self}`, made once: `create_future` passes it to asyncio's C Future as is.
     future_kwargs: Option<Py<PyDict>>,
+    /// The last iteration polled and then ran nothing but native transports' readiness: the
+    /// next one need not poll again before running what those scheduled (see `run_once`).
+    just_polled_io: bool,
 }
 
 impl LoopCore {
@@ -643,8 +647,11 @@ impl LoopCore {
                 // find nothing but the waker, whose thread-safe calls the inbox hands over
                 // without it: skip the syscall (most of the cost of a call_soon chain). With fds
                 // watched, poll every iteration as asyncio does: programs rely on one iteration
-                // (`await asyncio.sleep(0)`) letting I/O that is ready be handled.
-                if me.readers.is_empty() && me.writers.is_empty() {
+                // (`await asyncio.sleep(0)`) letting I/O that is ready be handled. The exception
+                // is the iteration right after one that ran only native transports' I/O (a
+                // server's data_received, which made a task): it just polled, and no
+                // callback of a program has run since, so none can be counting on a poll.
+                if (me.readers.is_empty() && me.writers.is_empty()) || me.just_polled_io {
                     None
                 } else {
                     Some(Some(Duration::ZERO))
@@ -681,6 +688,7 @@ impl LoopCore {
             .transpose()?;
             (poll, check_signals)
         };
+        let poll_ran = poll.is_some();
         let polled = match poll {
             None => Ok(()),
             Some((mut poller, timeout)) => {
@@ -723,6 +731,11 @@ impl LoopCore {
             let mut batch = std::mem::take(&mut me.spare);
             std::mem::swap(&mut batch, &mut me.ready);
             me.batching = true;
+            // libuv's order for what I/O callbacks schedule, with asyncio's iterations: see the
+            // poll decision above.
+            me.just_polled_io = poll_ran
+                && !batch.is_empty()
+                && batch.iter().all(|item| !matches!(item, Ready::Handle(_)));
             (batch, me.debug, dead)
         };
         if let Some(dead) = dead {
@@ -978,6 +991,7 @@ impl LoopCore {
             batching: false,
             unflushed: Vec::new(),
             future_kwargs: None,
+            just_polled_io: false,
         })
     }
 
