@@ -424,8 +424,9 @@ impl LoopCore {
             .entry(fd)
             .or_insert_with(|| fileobj.clone().unbind());
         if let Some(Watcher::Handle(old)) = old {
-            Handle::cancel_handle(old.bind(py))?;
+            // Tracked first: the cancel may fail, and the handle has left the loop either way.
             retrack(&old);
+            Handle::cancel_handle(old.bind(py))?;
         }
         Ok(handle)
     }
@@ -464,8 +465,8 @@ impl LoopCore {
         }
         match removed {
             Some(Watcher::Handle(old)) => {
-                Handle::cancel_handle(old.bind(slf.py()))?;
                 retrack(&old);
+                Handle::cancel_handle(old.bind(slf.py()))?;
                 Ok(true)
             }
             // Not reachable: check_no_transport refused the fd above.

@@ -35,7 +35,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::handles::{is_fatal, with_context};
+use crate::handles::{is_fatal, retrack, with_context, Handle};
 use crate::ready::Watcher;
 use crate::sslproto::SSLProtocolCore;
 
@@ -325,8 +325,14 @@ impl SocketTransportCore {
             }
         };
         let watcher = Watcher::Transport(slf.clone().unbind());
-        let old = LoopCore::watch(loop_.bind(py), fd, watcher, write)?;
-        drop(old);
+        // A callback still registered on this fd number (its file closed under the loop without
+        // remove_reader, the number now this socket's) is replaced, and cancelled as asyncio's
+        // `_add_reader` cancels the handle it replaces. It leaves the loop's hands: tracked again
+        // by the GC, or a cycle through it would never be collected (see handles.rs).
+        if let Some(Watcher::Handle(old)) = LoopCore::watch(loop_.bind(py), fd, watcher, write)? {
+            retrack(&old);
+            Handle::cancel_handle(old.bind(py))?;
+        }
         Ok(())
     }
 

@@ -665,11 +665,3 @@ def explain_leak(detail):
         if key in listed and fn(detail):
             return key
     return None
-
-
-@sequence_matcher("server-client-leak")
-def _server_client_leak(detail):
-    """A connection a Server accepted, left open when its loop was closed: its SocketTransport
-    stays alive after the collector has run, held by the Server's set of clients and its
-    protocol, with a reference on the Server that no object the GC sees accounts for."""
-    return "SOCK_STREAM" in detail and "['SocketTransport <- set, Proto'" in detail
