@@ -33,6 +33,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
+use crate::buffer::RawBuffer;
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::handles::{is_fatal, retrack, with_context, Handle};
@@ -903,17 +904,19 @@ impl SocketTransportCore {
                 data.get_type().name()?.repr()?
             )));
         }
-        let view = PyBuffer::<u8>::get(data)?;
-        if !view.is_c_contiguous() {
-            // A strided memoryview: take a contiguous copy, as bytes(view) would.
-            let copy = view.to_vec(data.py())?;
-            return Self::write_bytes(slf, &copy);
+        // Any format, as socket.send() takes it: its raw bytes.
+        let view = RawBuffer::get(data)?;
+        match view.as_bytes() {
+            // No Python code runs before write_bytes has sent or copied them.
+            Some(bytes) => Self::write_bytes(slf, bytes),
+            // A strided memoryview: a contiguous copy, as bytes(view) would make (asyncio's
+            // send() refuses it, see docs/differences.md, noncontiguous-write).
+            None => {
+                let copy = view.to_vec()?;
+                drop(view);
+                Self::write_bytes(slf, &copy)
+            }
         }
-        // SAFETY: the exported buffer stays valid and unchanged while `view` is alive, and no
-        // Python code runs before write_bytes has copied or sent it.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
-        Self::write_bytes(slf, bytes)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {

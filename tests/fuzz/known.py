@@ -590,19 +590,6 @@ def _set_protocol_in_get_buffer(case, stock, ferro):
     return _become(ferro, stock)
 
 
-@matcher("write-buffer-format")
-def _write_buffer_format(case, stock, ferro):
-    """write() of a buffer whose format is not bytes (memoryview of an array('d'), array('i')):
-    ferroloop raises BufferError("buffer contents are not compatible with u8"); stock sends its
-    bytes, as socket.send() does."""
-    if not case.target.startswith("tr_") or not {"mv_doubles", "array_i"} & set(case.specs()):
-        return False
-    for _, _, _, f in _calls(case, stock, ferro, {"write", "writelines"}):
-        if _is_exc(f, "BufferError", "not compatible with u8"):
-            return _become(ferro, stock)
-    return False
-
-
 def _slow_log(event):
     return event[:1] == ["log"] and event[1] == "WARNING" and event[3] == "Executing"
 
