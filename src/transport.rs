@@ -640,6 +640,19 @@ impl SocketTransportCore {
                 );
             }
         };
+        // get_buffer() may have set another protocol (set_protocol): asyncio's
+        // _read_ready__get_buffer hands the count, or the EOF, to `self._protocol` as it is by
+        // now, although the bytes are in the old one's buffer (a plain Protocol then has no
+        // buffer_updated(): a fatal error).
+        let current = slf
+            .try_borrow()?
+            .protocol
+            .as_ref()
+            .map(|p| p.bind(py).clone());
+        let protocol = match (&current, tls) {
+            (Some(current), None) => current,
+            _ => protocol,
+        };
         if nbytes == 0 {
             drop(view);
             return Self::on_eof(slf, protocol);

@@ -580,16 +580,6 @@ def _write_buffer_limits(case, stock, ferro):
     return False
 
 
-@matcher("set-protocol-in-get-buffer")
-def _set_protocol_in_get_buffer(case, stock, ferro):
-    """set_protocol() from inside get_buffer(): stock hands the bytes read to the new protocol's
-    buffer_updated() (a plain Protocol has none: fatal error, connection closed); ferroloop to
-    the protocol whose buffer they were read into."""
-    if case.mode != "cb:get_buffer" or "set_protocol" not in case.methods():
-        return False
-    return _become(ferro, stock)
-
-
 def _slow_log(event):
     return event[:1] == ["log"] and event[1] == "WARNING" and event[3] == "Executing"
 
