@@ -31,7 +31,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView};
 
 use crate::buffer::RawBuffer;
 use crate::errors::os_error;
@@ -214,6 +214,73 @@ pub(crate) fn call_flow_control(
     }
 }
 
+/// A write-buffer limit as asyncio's `_FlowControlMixin` keeps it: the object it was given
+/// (what `get_write_buffer_limits()` returns), compared with the buffer's size at each use. A
+/// plain int or float becomes, once, the largest size that is `<=` it, so that the write path
+/// compares integers; anything else (a Fraction, a Decimal...) is compared by Python, as there.
+struct WaterMark {
+    /// What `set_write_buffer_limits()` stored; `None` for the default (`size`, an int).
+    object: Option<Py<PyAny>>,
+    /// `size <= mark` is `size <= self.size`; `None`: ask Python.
+    size: Option<usize>,
+}
+
+impl WaterMark {
+    fn size(size: usize) -> Self {
+        WaterMark {
+            object: None,
+            size: Some(size),
+        }
+    }
+
+    fn new(mark: &Bound<'_, PyAny>) -> Self {
+        let size = if let Ok(f) = mark.cast_exact::<PyFloat>() {
+            let f = f.value();
+            // `as` truncates towards zero and saturates (inf: no buffer reaches it). A negative
+            // or NaN mark never passes the limits' check; Python would compare it.
+            (f >= 0.0).then_some(f as usize)
+        } else if mark.is_exact_instance_of::<PyInt>() {
+            // Non-negative here (the check passed): past usize, no buffer reaches it.
+            Some(mark.extract::<usize>().unwrap_or(usize::MAX))
+        } else {
+            None
+        };
+        WaterMark {
+            object: Some(mark.clone().unbind()),
+            size,
+        }
+    }
+
+    /// `size <= self`, as asyncio computes it.
+    fn at_least(&self, py: Python<'_>, size: usize) -> PyResult<bool> {
+        match (self.size, &self.object) {
+            (Some(mark), _) => Ok(size <= mark),
+            (None, Some(mark)) => size.into_pyobject(py)?.le(mark.bind(py)),
+            (None, None) => Ok(false),
+        }
+    }
+
+    fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.object {
+            Some(mark) => Ok(mark.clone_ref(py)),
+            None => Ok(self
+                .size
+                .unwrap_or(0)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind()),
+        }
+    }
+
+    /// A copy for use outside the transport's borrow (Python code may run meanwhile).
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        WaterMark {
+            object: self.object.as_ref().map(|m| m.clone_ref(py)),
+            size: self.size,
+        }
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct SocketTransportCore {
     loop_: Option<Py<LoopCore>>,
@@ -242,8 +309,8 @@ pub struct SocketTransportCore {
     /// Unsent bytes are `buffer[head..]`; the consumed prefix is dropped when it dominates.
     buffer: Vec<u8>,
     head: usize,
-    high_water: usize,
-    low_water: usize,
+    high_water: WaterMark,
+    low_water: WaterMark,
     /// asyncio's `_conn_lost`: nonzero once the connection is lost or being torn down; counts
     /// the writes attempted after that.
     conn_lost: u32,
@@ -483,9 +550,21 @@ impl SocketTransportCore {
 
     /// asyncio's `_maybe_pause_protocol`.
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let pause = {
             let mut me = slf.try_borrow_mut()?;
-            let pause = me.pending() > me.high_water && !me.protocol_paused;
+            let size = me.pending();
+            let below = match me.high_water.size {
+                Some(high) => size <= high,
+                None => {
+                    let high = me.high_water.clone_ref(py);
+                    drop(me);
+                    let below = high.at_least(py, size)?;
+                    me = slf.try_borrow_mut()?;
+                    below
+                }
+            };
+            let pause = !below && !me.protocol_paused;
             if pause {
                 me.protocol_paused = true;
             }
@@ -499,9 +578,23 @@ impl SocketTransportCore {
 
     /// asyncio's `_maybe_resume_protocol`.
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let resume = {
             let mut me = slf.try_borrow_mut()?;
-            let resume = me.protocol_paused && me.pending() <= me.low_water;
+            if !me.protocol_paused {
+                return Ok(());
+            }
+            let size = me.pending();
+            let resume = match me.low_water.size {
+                Some(low) => size <= low,
+                None => {
+                    let low = me.low_water.clone_ref(py);
+                    drop(me);
+                    let resume = low.at_least(py, size)?;
+                    me = slf.try_borrow_mut()?;
+                    resume && me.protocol_paused
+                }
+            };
             if resume {
                 me.protocol_paused = false;
             }
@@ -796,8 +889,8 @@ impl SocketTransportCore {
             },
             buffer: Vec::new(),
             head: 0,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_HIGH_WATER / 4,
+            high_water: WaterMark::size(DEFAULT_HIGH_WATER),
+            low_water: WaterMark::size(DEFAULT_HIGH_WATER / 4),
             conn_lost: 0,
             closing: false,
             eof: false,
@@ -1070,33 +1163,48 @@ impl SocketTransportCore {
         Self::watch(slf, false)
     }
 
+    /// asyncio's `_FlowControlMixin.set_write_buffer_limits`, computed as there with the
+    /// objects given: `4 * low`, `high // 4` and `high >= low >= 0` are Python's, exceptions
+    /// and all (an object with only `__index__` is a TypeError, 1.5 and 10**400 are limits).
     #[pyo3(signature = (high=None, low=None))]
     fn set_write_buffer_limits(
         slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
+        high: Option<Bound<'_, PyAny>>,
+        low: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
+        let py = slf.py();
+        let high = high.filter(|h| !h.is_none());
+        let low = low.filter(|l| !l.is_none());
+        let high = match (high, &low) {
             (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
+            (None, None) => DEFAULT_HIGH_WATER.into_pyobject(py)?.into_any(),
+            (None, Some(l)) => 4i64.into_pyobject(py)?.mul(l)?,
         };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
+        let low = match low {
+            Some(l) => l,
+            None => high.floor_div(4i64)?,
+        };
+        if !(high.ge(&low)? && low.ge(0i64)?) {
             return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
             )));
         }
-        {
+        let old = {
             let mut me = slf.try_borrow_mut()?;
-            me.high_water = high as usize;
-            me.low_water = low as usize;
-        }
+            (
+                std::mem::replace(&mut me.high_water, WaterMark::new(&high)),
+                std::mem::replace(&mut me.low_water, WaterMark::new(&low)),
+            )
+        };
+        // Released with nothing borrowed: they may have finalizers.
+        drop(old);
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.low_water, self.high_water)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        Ok((self.low_water.get(py)?, self.high_water.get(py)?))
     }
 
     fn get_write_buffer_size(&self) -> usize {
@@ -1216,6 +1324,8 @@ impl SocketTransportCore {
         visit.call(&self.server)?;
         visit.call(&self.context)?;
         visit.call(&self.empty_waiter)?;
+        visit.call(&self.high_water.object)?;
+        visit.call(&self.low_water.object)?;
         Ok(())
     }
 

@@ -563,23 +563,6 @@ _PLAIN_NUMBERS = {
 # -- pending (tests/fuzz/pending.txt): found by the fuzzers, not fixed yet --------------------
 
 
-_PLAIN_LIMITS = {"None", "0", "1", "65536"}
-
-
-@matcher("write-buffer-limits-conversion")
-def _write_buffer_limits(case, stock, ferro):
-    """set_write_buffer_limits of the native stream transport takes its limits as C integers:
-    it accepts objects with __index__ (stock: TypeError from `high // 4`), refuses floats and
-    ints past 64 bits (stock accepts both), and says ValueError where stock's arithmetic says
-    TypeError."""
-    if not case.target.startswith("tr_"):
-        return False
-    for _, call, _, _ in _calls(case, stock, ferro, {"set_write_buffer_limits"}):
-        if not set(call[1]) | set(call[2].values()) <= _PLAIN_LIMITS:
-            return _become(ferro, stock)
-    return False
-
-
 def _slow_log(event):
     return event[:1] == ["log"] and event[1] == "WARNING" and event[3] == "Executing"
 
