@@ -762,6 +762,8 @@ impl LoopCore {
                     // the last reference to objects with finalizers.
                     result.and(Self::recycle(slf, handle))
                 }
+                Ready::Read(t) if debug => Self::dispatch_debug(slf, t.bind(py), false),
+                Ready::Write(t) if debug => Self::dispatch_debug(slf, t.bind(py), true),
                 Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
                 Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
             };
@@ -778,14 +780,79 @@ impl LoopCore {
 
     #[cold]
     fn run_handle_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        // asyncio skips a cancelled handle before it starts the clock.
+        if handle.try_borrow()?.cancelled {
+            return Ok(());
+        }
         let t0 = clock::monotonic();
-        let result = run_handle(slf.py(), handle);
+        // What escapes a handle (KeyboardInterrupt, SystemExit) leaves before the timing, as
+        // out of asyncio's `handle._run()`.
+        run_handle(slf.py(), handle)?;
         let dt = clock::monotonic() - t0;
-        let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
-        if dt >= slow {
+        if Self::is_slow(slf, dt)? {
             slf.call_method1("_log_slow_callback", (handle, dt))?;
         }
-        result
+        Ok(())
+    }
+
+    /// asyncio's `dt >= self.slow_callback_duration`, with whatever the attribute holds (a
+    /// TypeError for what a float cannot be compared with, False for NaN).
+    fn is_slow(slf: &Bound<'_, Self>, dt: f64) -> PyResult<bool> {
+        let py = slf.py();
+        let slow = slf.getattr(intern!(py, "slow_callback_duration"))?;
+        match slow.cast_exact::<PyFloat>() {
+            Ok(slow) => Ok(dt >= slow.value()),
+            Err(_) => PyFloat::new(py, dt).ge(&slow),
+        }
+    }
+
+    /// A native transport's readiness in debug mode, timed as asyncio times the transport's
+    /// reader or writer handle. A slow one is logged as that handle would be: a handle of the
+    /// transport's `_read_ready`/`_write_ready`, cancelled if the callback stopped the watching
+    /// (asyncio's remove_reader/remove_writer cancel the handle).
+    #[cold]
+    fn dispatch_debug(
+        slf: &Bound<'_, Self>,
+        transport: &Bound<'_, SocketTransportCore>,
+        write: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let watching = |slf: &Bound<'_, Self>| -> PyResult<bool> {
+            let me = slf.try_borrow()?;
+            let map = if write { &me.writers } else { &me.readers };
+            Ok(map
+                .values()
+                .any(|w| matches!(w, Watcher::Transport(t) if t.is(transport))))
+        };
+        // Unwatched since the poll: asyncio's handle would be cancelled, and skipped untimed.
+        if !watching(slf)? {
+            return SocketTransportCore::dispatch(transport, write);
+        }
+        let t0 = clock::monotonic();
+        SocketTransportCore::dispatch(transport, write)?;
+        let dt = clock::monotonic() - t0;
+        if !Self::is_slow(slf, dt)? {
+            return Ok(());
+        }
+        let method = if write { "_write_ready" } else { "_read_ready" };
+        let callback = transport.getattr(method)?;
+        let handle = Bound::new(
+            py,
+            Handle::build(
+                py,
+                callback,
+                PyTuple::empty(py),
+                None,
+                slf.as_any(),
+                false,
+                None,
+            )?,
+        )?;
+        if !watching(slf)? {
+            handle.try_borrow_mut()?.cancelled = true;
+        }
+        slf.call_method1("_log_slow_callback", (handle, dt))?;
+        Ok(())
     }
 }
 

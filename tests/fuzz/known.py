@@ -563,20 +563,6 @@ _PLAIN_NUMBERS = {
 # -- pending (tests/fuzz/pending.txt): found by the fuzzers, not fixed yet --------------------
 
 
-def _slow_log(event):
-    return event[:1] == ["log"] and event[1] == "WARNING" and event[3] == "Executing"
-
-
-@matcher("debug-slow-transport-callbacks")
-def _debug_slow_transport_callbacks(case, stock, ferro):
-    """Debug mode's "Executing ... took N seconds": stock times the transport's read/write
-    handles (so a slow data_received is logged); ferroloop dispatches its native transports
-    without a handle and does not time them."""
-    if not case.debug or "set:slow_callback_duration" not in case.methods():
-        return False
-    return _drop_events(stock, _slow_log) | _drop_events(ferro, _slow_log)
-
-
 @matcher("add-reader-thread-check")
 def _add_reader_thread_check(case, stock, ferro):
     """add_reader/add_writer/remove_reader/remove_writer from a thread other than the running
@@ -589,17 +575,6 @@ def _add_reader_thread_check(case, stock, ferro):
     threads = r"Non-thread-safe|fd watchers changed while the loop is polling"
     for _, _, s, f in _calls(case, stock, ferro, FD_METHODS | {"add_signal_handler"}):
         if _is_exc(f, "RuntimeError", threads) and s != f:
-            return _become(ferro, stock)
-    return False
-
-
-@matcher("slow-callback-duration-conversion")
-def _slow_callback_duration(case, stock, ferro):
-    """loop.slow_callback_duration set to an object that is not a number: stock compares it as
-    it is at each use in debug mode (TypeError "'>=' not supported..."); ferroloop converts it
-    with __float__ ("must be real number", and accepts objects with __float__)."""
-    for _, call, _, _ in _calls(case, stock, ferro, {"set:slow_callback_duration"}):
-        if call[1][:1] and call[1][0] not in _PLAIN_NUMBERS:
             return _become(ferro, stock)
     return False
 
