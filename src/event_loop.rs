@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ferroloop_core::clock;
 use ferroloop_core::inbox::Inbox;
-use ferroloop_core::reactor::{Events, Interest, Reactor};
+use ferroloop_core::reactor::{Events, Interest, PollHandle, Reactor};
 use ferroloop_core::timers::TimerHeap;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -103,8 +103,11 @@ impl TaskApi {
     }
 }
 
+/// What the poll needs, taken out of the loop while it waits (see `LoopCore::poller`): the
+/// interests stay in `LoopCore::reactor`, where `add_reader` and the like change them, from any
+/// thread, meanwhile.
 struct Poller {
-    reactor: Reactor,
+    reactor: PollHandle,
     events: Events,
 }
 
@@ -261,6 +264,11 @@ pub struct LoopCore {
     watched_files: HashMap<RawFd, Py<PyAny>>,
     /// Taken out while polling, so that no borrow is held while the GIL is released.
     poller: Option<Box<Poller>>,
+    /// The fds watched and the epoll instance they are registered with; `None` once closed. It
+    /// stays here while the loop's thread polls without the GIL: another thread's add_reader
+    /// (which asyncio allows, though it documents it as not thread-safe) registers at once, and
+    /// an fd added ready wakes the poll, as with asyncio's selector.
+    reactor: Option<Reactor>,
     inbox: Option<Arc<Inbox<Py<Handle>>>>,
     stopping: bool,
     closed: bool,
@@ -414,7 +422,14 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let method = if write { "add_writer" } else { "add_reader" };
-        let debug = Self::check_schedule(slf, &callback, method)?;
+        // No thread check, even in debug mode: asyncio's add_reader/add_writer have none (they
+        // work from another thread, the loop's poll included; see `reactor`).
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            me.debug
+        };
+        check_callback(&callback, method, debug)?;
         let fd = Self::registrable_fd(slf, &fileobj_to_fd(fileobj)?)?;
         Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, context, debug)?.unbind();
@@ -506,21 +521,14 @@ impl LoopCore {
         let mut me = slf.try_borrow_mut()?;
         let me = &mut *me;
         me.check_closed()?;
-        let poller = me.poller.as_mut().ok_or_else(|| {
-            PyRuntimeError::new_err(
-                "fd watchers changed while the loop is polling in another thread",
-            )
-        })?;
-        let mut interest = poller.reactor.interest(fd);
+        let reactor = me.reactor.as_mut().ok_or_else(closed_error)?;
+        let mut interest = reactor.interest(fd);
         if write {
             interest.write = true;
         } else {
             interest.read = true;
         }
-        poller
-            .reactor
-            .set_interest(fd, interest)
-            .map_err(os_error)?;
+        reactor.set_interest(fd, interest).map_err(os_error)?;
         let map = if write {
             &mut me.writers
         } else {
@@ -546,15 +554,15 @@ impl LoopCore {
         let Some(old) = map.remove(&fd) else {
             return Ok(None);
         };
-        if let Some(poller) = me.poller.as_mut() {
-            let mut interest = poller.reactor.interest(fd);
+        if let Some(reactor) = me.reactor.as_mut() {
+            let mut interest = reactor.interest(fd);
             if write {
                 interest.write = false;
             } else {
                 interest.read = false;
             }
             // The fd may be closed already; asyncio's unregister does not fail then either.
-            let _ = poller.reactor.set_interest(fd, interest);
+            let _ = reactor.set_interest(fd, interest);
         }
         Ok(Some(old))
     }
@@ -609,8 +617,10 @@ impl LoopCore {
                     read: self.readers.contains_key(&ev.fd),
                     write: self.writers.contains_key(&ev.fd),
                 };
-                if poller.reactor.interest(ev.fd) != want {
-                    let _ = poller.reactor.set_interest(ev.fd, want);
+                if let Some(reactor) = self.reactor.as_mut() {
+                    if reactor.interest(ev.fd) != want {
+                        let _ = reactor.set_interest(ev.fd, want);
+                    }
                 }
             }
         }
@@ -877,9 +887,10 @@ impl LoopCore {
             writers: HashMap::new(),
             watched_files: HashMap::new(),
             poller: Some(Box::new(Poller {
-                reactor,
+                reactor: reactor.poll_handle(),
                 events: Events::with_capacity(1024),
             })),
+            reactor: Some(reactor),
             inbox: Some(inbox),
             stopping: false,
             closed: false,
@@ -1281,7 +1292,14 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
+        // No thread check, as asyncio's add_signal_handler has none (only the main thread can
+        // set the wakeup fd, and the loop may run in another).
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            me.debug
+        };
+        check_callback(&callback, "add_signal_handler", debug)?;
         let handle =
             Handle::new_plain(slf.py(), callback, args, context, slf.as_any(), debug, None)?;
         // Kept by the Python side between signals, not by the loop: tracked.
@@ -1421,6 +1439,7 @@ impl LoopCore {
             handles.append(&mut me.graveyard);
             handles.append(&mut me.pool);
             me.poller = None;
+            me.reactor = None;
             (
                 handles,
                 std::mem::take(&mut me.ready),

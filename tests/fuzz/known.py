@@ -563,22 +563,6 @@ _PLAIN_NUMBERS = {
 # -- pending (tests/fuzz/pending.txt): found by the fuzzers, not fixed yet --------------------
 
 
-@matcher("add-reader-thread-check")
-def _add_reader_thread_check(case, stock, ferro):
-    """add_reader/add_writer/remove_reader/remove_writer from a thread other than the running
-    loop's: ferroloop raises RuntimeError in debug mode ("Non-thread-safe operation ...", as
-    call_soon does) and, in any mode, while the loop's thread waits for I/O ("fd watchers
-    changed while the loop is polling in another thread"); stock's accept the call. Also
-    reached through add_signal_handler's first call (it watches its self-pipe)."""
-    if not case.mode.startswith("thread"):
-        return False
-    threads = r"Non-thread-safe|fd watchers changed while the loop is polling"
-    for _, _, s, f in _calls(case, stock, ferro, FD_METHODS | {"add_signal_handler"}):
-        if _is_exc(f, "RuntimeError", threads) and s != f:
-            return _become(ferro, stock)
-    return False
-
-
 # -- sequences: leaks and descriptor mix-ups the sequence fuzzer tolerates while listed --------
 
 SEQUENCE_MATCHERS = {}
