@@ -711,6 +711,9 @@ class Sequence:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             faulthandler.cancel_dump_traceback_later()
+        # The loops' variables still hold their last transport, server and future: they would
+        # keep them (and a connection not closed by then) alive through the leak check below.
+        tr = server = fut = None  # noqa: F841
         self.owned.clear()
         self.env = loop = None
         # Helper threads (a child's waitpid, an executor's worker) hold their objects until they
