@@ -1,8 +1,9 @@
-//! `RawBuffer`: a read-only export of any object's buffer, whatever its format.
+//! `RawBuffer`: an export of any object's buffer, whatever its format.
 //!
 //! `socket.send()` takes any C-contiguous buffer as its raw bytes (`y*`, PyBUF_SIMPLE): a
-//! `memoryview` of an `array('d')` sends its 16 bytes. PyO3's `PyBuffer<u8>` refuses every format
-//! but bytes, so the transports that stand in for `send()` ask for the buffer themselves.
+//! `memoryview` of an `array('d')` sends its 16 bytes; `recv_into()` fills any writable one
+//! (`w*`). PyO3's `PyBuffer<u8>` refuses every format but bytes, so the transports that stand in
+//! for those calls ask for the buffer themselves.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -27,6 +28,32 @@ impl<'py> RawBuffer<'py> {
             return Err(PyErr::fetch(obj.py()));
         }
         Ok(RawBuffer { view, py: obj.py() })
+    }
+
+    /// `obj`'s buffer for writing, as `socket.recv_into()` asks for it (`w*`: PyBUF_WRITABLE,
+    /// any format); check `as_mut_ptr` for contiguity.
+    pub(crate) fn get_writable(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        // SAFETY: as in `get`.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: as in `get`.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_WRITABLE) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(RawBuffer { view, py: obj.py() })
+    }
+
+    /// The start and length in bytes of a writable, C-contiguous buffer; `None` otherwise.
+    pub(crate) fn as_mut_ptr(&self) -> Option<(*mut u8, usize)> {
+        // SAFETY: `view` is a buffer exported by PyObject_GetBuffer, still held.
+        let contiguous =
+            unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'C' as std::ffi::c_char) } != 0;
+        if self.view.readonly != 0 || !contiguous {
+            return None;
+        }
+        Some((
+            self.view.buf.cast::<u8>(),
+            usize::try_from(self.view.len).unwrap_or(0),
+        ))
     }
 
     /// The bytes, if the buffer is C-contiguous.

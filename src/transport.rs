@@ -25,7 +25,6 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -178,6 +177,15 @@ fn recv_bytes(
     Ok(Ok(unsafe {
         Bound::from_owned_ptr(py, obj).cast_into_unchecked()
     }))
+}
+
+/// The type's name as CPython's argument parsing prints it (`tp_name`: `bytes`, `array.array`).
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: `obj` is a live object; every type's tp_name is a NUL-terminated C string that
+    // lives as long as the type, which `obj` keeps alive during the call.
+    unsafe { std::ffi::CStr::from_ptr((*pyo3::ffi::Py_TYPE(obj.as_ptr())).tp_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// asyncio's `base_events.logger` (looked up at each use, so patching it works as in asyncio).
@@ -691,21 +699,16 @@ impl SocketTransportCore {
             None => protocol.call_method1(intern!(py, "get_buffer"), (-1,)),
         }
         .and_then(|buf| {
-            let view = PyBuffer::<u8>::get(&buf)?;
-            if view.len_bytes() == 0 {
+            // asyncio's `if not len(buf)`, a get_buffer() failure (as is a buffer without len).
+            if buf.len()? == 0 {
                 return Err(PyRuntimeError::new_err(
                     "get_buffer() returned an empty buffer",
                 ));
             }
-            if view.readonly() || !view.is_c_contiguous() {
-                return Err(PyTypeError::new_err(
-                    "get_buffer() must return a writable, contiguous buffer",
-                ));
-            }
-            Ok(view)
+            Ok(buf)
         });
-        let view = match buffer {
-            Ok(view) => view,
+        let buf = match buffer {
+            Ok(buf) => buf,
             Err(err) => {
                 return Self::fatal_error(
                     slf,
@@ -714,13 +717,26 @@ impl SocketTransportCore {
                 )
             }
         };
+        // What recv_into(buf) accepts (`w*`): any writable C-contiguous buffer, of any format;
+        // anything else is its TypeError, a read error.
+        let view = RawBuffer::get_writable(&buf).ok();
+        let Some((ptr, len)) = view.as_ref().and_then(RawBuffer::as_mut_ptr) else {
+            let expected = if view.is_some() {
+                "contiguous buffer"
+            } else {
+                "read-write bytes-like object"
+            };
+            drop(view);
+            let err = PyTypeError::new_err(format!(
+                "recv_into() argument 1 must be {expected}, not {}",
+                type_name(&buf)
+            ));
+            return Self::fatal_error(slf, err, "Fatal read error on socket transport");
+        };
         // The view holds the buffer exported (and so its memory pinned) until it is dropped.
         // get_buffer() ran Python code: the socket may have been closed (and its number reused)
         // meanwhile, so ownership is checked here, right before the read.
-        let received = slf
-            .try_borrow()?
-            .io_fd()
-            .and_then(|fd| recv(fd, view.buf_ptr() as *mut u8, view.len_bytes()));
+        let received = slf.try_borrow()?.io_fd().and_then(|fd| recv(fd, ptr, len));
         let nbytes = match received {
             Ok(n) => n,
             Err(err) if would_block(&err) => return Ok(()),
@@ -754,8 +770,7 @@ impl SocketTransportCore {
             Some(tls) => {
                 // SAFETY: the kernel wrote `nbytes` bytes at the start of the exported buffer,
                 // which `view` keeps alive and unresized until feed() (no Python code) returns.
-                let data =
-                    unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, nbytes) };
+                let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, nbytes) };
                 let fed = SSLProtocolCore::feed(tls, data);
                 drop(view);
                 fed.and_then(|()| SSLProtocolCore::process_incoming(tls))

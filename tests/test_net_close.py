@@ -1,5 +1,6 @@
 """Close semantics of TCP transports: close/abort, connection_lost, half-close, bad writes."""
 
+import array
 import asyncio
 import errno
 import logging
@@ -500,3 +501,81 @@ def test_set_protocol_in_get_buffer_then_eof_goes_to_the_new_protocol(loop):
     assert successor.done.result() == "eof"
     assert first.updated == []
     assert contexts == []
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: memoryview(array.array("i", [0] * 4)), 8),
+        (lambda: memoryview(bytearray(16)).cast("B", (4, 4)), 8),
+        (
+            lambda: b"read-only",
+            (
+                "Fatal read error on socket transport",
+                TypeError,
+                "recv_into() argument 1 must be read-write bytes-like object, not bytes",
+            ),
+        ),
+        (
+            lambda: memoryview(bytearray(16))[::2],
+            (
+                "Fatal read error on socket transport",
+                TypeError,
+                "recv_into() argument 1 must be read-write bytes-like object, not memoryview",
+            ),
+        ),
+        (
+            object,
+            (
+                "Fatal error: protocol.get_buffer() call failed.",
+                TypeError,
+                "object of type 'object' has no len()",
+            ),
+        ),
+    ],
+    ids=["ints", "2d", "bytes", "strided", "object"],
+)
+def test_get_buffer_result_is_taken_as_recv_into_takes_it(loop, make, expected):
+    """asyncio checks len(buf), then recv_into(buf): any writable C-contiguous buffer, of any
+    format, is filled; anything else is recv_into()'s TypeError, a fatal read error."""
+    a, b = socket.socketpair()
+    contexts = []
+    buf = make()
+
+    class P(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return buf
+
+        def buffer_updated(self, nbytes):
+            self.done.set_result(nbytes)
+
+        def connection_lost(self, exc):
+            if not self.done.done():
+                self.done.set_result(exc)
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        tr, pr = await loop.connect_accepted_socket(P, a)
+        b.send(b"abcdefgh")
+        got = await asyncio.wait_for(pr.done, 5)
+        tr.close()
+        await asyncio.sleep(0)
+        return got
+
+    try:
+        got = run(loop, main())
+    finally:
+        b.close()
+    if isinstance(expected, int):
+        assert got == expected
+        assert bytes(memoryview(buf).cast("B"))[:8] == b"abcdefgh"
+        assert contexts == []
+    else:
+        message, exc_type, text = expected
+        assert [c["message"] for c in contexts] == [message]
+        assert type(contexts[0]["exception"]) is exc_type
+        assert str(contexts[0]["exception"]) == text
+        assert got is contexts[0]["exception"]
