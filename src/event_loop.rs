@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use ferroloop_core::clock;
 use ferroloop_core::inbox::Inbox;
-use ferroloop_core::reactor::{Events, Interest, Reactor};
+use ferroloop_core::reactor::{Events, Interest, PollHandle, Reactor};
 use ferroloop_core::timers::TimerHeap;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -105,8 +105,11 @@ impl TaskApi {
     }
 }
 
+/// What the poll needs, taken out of the loop while it waits (see `LoopCore::poller`): the
+/// interests stay in `LoopCore::reactor`, where `add_reader` and the like change them, from any
+/// thread, meanwhile.
 struct Poller {
-    reactor: Reactor,
+    reactor: PollHandle,
     events: Events,
 }
 
@@ -263,6 +266,11 @@ pub struct LoopCore {
     watched_files: HashMap<RawFd, Py<PyAny>>,
     /// Taken out while polling, so that no borrow is held while the GIL is released.
     poller: Option<Box<Poller>>,
+    /// The fds watched and the epoll instance they are registered with; `None` once closed. It
+    /// stays here while the loop's thread polls without the GIL: another thread's add_reader
+    /// (which asyncio allows, though it documents it as not thread-safe) registers at once, and
+    /// an fd added ready wakes the poll, as with asyncio's selector.
+    reactor: Option<Reactor>,
     inbox: Option<Arc<Inbox<Py<Handle>>>>,
     stopping: bool,
     closed: bool,
@@ -426,7 +434,14 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let method = if write { "add_writer" } else { "add_reader" };
-        let debug = Self::check_schedule(slf, &callback, method)?;
+        // No thread check, even in debug mode: asyncio's add_reader/add_writer have none (they
+        // work from another thread, the loop's poll included; see `reactor`).
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            me.debug
+        };
+        check_callback(&callback, method, debug)?;
         let fd = Self::registrable_fd(slf, &fileobj_to_fd(fileobj)?)?;
         Self::check_no_transport(slf, fd)?;
         let handle = Self::new_handle(slf, callback, args, context, debug)?.unbind();
@@ -436,8 +451,9 @@ impl LoopCore {
             .entry(fd)
             .or_insert_with(|| fileobj.clone().unbind());
         if let Some(Watcher::Handle(old)) = old {
-            Handle::cancel_handle(old.bind(py))?;
+            // Tracked first: the cancel may fail, and the handle has left the loop either way.
             retrack(&old);
+            Handle::cancel_handle(old.bind(py))?;
         }
         Ok(handle)
     }
@@ -476,8 +492,8 @@ impl LoopCore {
         }
         match removed {
             Some(Watcher::Handle(old)) => {
-                Handle::cancel_handle(old.bind(slf.py()))?;
                 retrack(&old);
+                Handle::cancel_handle(old.bind(slf.py()))?;
                 Ok(true)
             }
             // Not reachable: check_no_transport refused the fd above.
@@ -517,21 +533,14 @@ impl LoopCore {
         let mut me = slf.try_borrow_mut()?;
         let me = &mut *me;
         me.check_closed()?;
-        let poller = me.poller.as_mut().ok_or_else(|| {
-            PyRuntimeError::new_err(
-                "fd watchers changed while the loop is polling in another thread",
-            )
-        })?;
-        let mut interest = poller.reactor.interest(fd);
+        let reactor = me.reactor.as_mut().ok_or_else(closed_error)?;
+        let mut interest = reactor.interest(fd);
         if write {
             interest.write = true;
         } else {
             interest.read = true;
         }
-        poller
-            .reactor
-            .set_interest(fd, interest)
-            .map_err(os_error)?;
+        reactor.set_interest(fd, interest).map_err(os_error)?;
         let map = if write {
             &mut me.writers
         } else {
@@ -557,15 +566,15 @@ impl LoopCore {
         let Some(old) = map.remove(&fd) else {
             return Ok(None);
         };
-        if let Some(poller) = me.poller.as_mut() {
-            let mut interest = poller.reactor.interest(fd);
+        if let Some(reactor) = me.reactor.as_mut() {
+            let mut interest = reactor.interest(fd);
             if write {
                 interest.write = false;
             } else {
                 interest.read = false;
             }
             // The fd may be closed already; asyncio's unregister does not fail then either.
-            let _ = poller.reactor.set_interest(fd, interest);
+            let _ = reactor.set_interest(fd, interest);
         }
         Ok(Some(old))
     }
@@ -620,8 +629,10 @@ impl LoopCore {
                     read: self.readers.contains_key(&ev.fd),
                     write: self.writers.contains_key(&ev.fd),
                 };
-                if poller.reactor.interest(ev.fd) != want {
-                    let _ = poller.reactor.set_interest(ev.fd, want);
+                if let Some(reactor) = self.reactor.as_mut() {
+                    if reactor.interest(ev.fd) != want {
+                        let _ = reactor.set_interest(ev.fd, want);
+                    }
                 }
             }
         }
@@ -828,6 +839,8 @@ impl LoopCore {
                     // the last reference to objects with finalizers.
                     result.and(Self::recycle(slf, handle))
                 }
+                Ready::Read(t) if debug => Self::dispatch_debug(slf, t.bind(py), false),
+                Ready::Write(t) if debug => Self::dispatch_debug(slf, t.bind(py), true),
                 Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
                 Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
             };
@@ -943,14 +956,71 @@ impl LoopCore {
 
     #[cold]
     fn run_handle_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        // asyncio skips a cancelled handle before it starts the clock.
+        if handle.try_borrow()?.cancelled {
+            return Ok(());
+        }
         let t0 = clock::monotonic();
-        let result = run_handle(slf.py(), handle);
+        // What escapes a handle (KeyboardInterrupt, SystemExit) leaves before the timing, as
+        // out of asyncio's `handle._run()`.
+        run_handle(slf.py(), handle)?;
         let dt = clock::monotonic() - t0;
-        let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
-        if dt >= slow {
+        if Self::is_slow(slf, dt)? {
             slf.call_method1("_log_slow_callback", (handle, dt))?;
         }
-        result
+        Ok(())
+    }
+
+    /// asyncio's `dt >= self.slow_callback_duration`, with whatever the attribute holds (a
+    /// TypeError for what a float cannot be compared with, False for NaN).
+    fn is_slow(slf: &Bound<'_, Self>, dt: f64) -> PyResult<bool> {
+        let py = slf.py();
+        let slow = slf.getattr(intern!(py, "slow_callback_duration"))?;
+        match slow.cast_exact::<PyFloat>() {
+            Ok(slow) => Ok(dt >= slow.value()),
+            Err(_) => PyFloat::new(py, dt).ge(&slow),
+        }
+    }
+
+    /// A native transport's readiness in debug mode, timed as asyncio times the transport's
+    /// reader or writer handle. A slow one is logged as that handle would be: a handle of the
+    /// transport's `_read_ready`/`_write_ready`, cancelled if the callback stopped the watching
+    /// (asyncio's remove_reader/remove_writer cancel the handle).
+    #[cold]
+    fn dispatch_debug(
+        slf: &Bound<'_, Self>,
+        transport: &Bound<'_, SocketTransportCore>,
+        write: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let watching = |slf: &Bound<'_, Self>| -> PyResult<bool> {
+            let me = slf.try_borrow()?;
+            let map = if write { &me.writers } else { &me.readers };
+            Ok(map
+                .values()
+                .any(|w| matches!(w, Watcher::Transport(t) if t.is(transport))))
+        };
+        // Unwatched since the poll: asyncio's handle would be cancelled, and skipped untimed.
+        if !watching(slf)? {
+            return SocketTransportCore::dispatch(transport, write);
+        }
+        let t0 = clock::monotonic();
+        SocketTransportCore::dispatch(transport, write)?;
+        let dt = clock::monotonic() - t0;
+        if !Self::is_slow(slf, dt)? {
+            return Ok(());
+        }
+        let method = if write { "_write_ready" } else { "_read_ready" };
+        let callback = transport.getattr(method)?;
+        let handle = Bound::new(
+            py,
+            Handle::build(py, callback, Args::Empty, None, slf.as_any(), false, None)?,
+        )?;
+        if !watching(slf)? {
+            handle.try_borrow_mut()?.cancelled = true;
+        }
+        slf.call_method1("_log_slow_callback", (handle, dt))?;
+        Ok(())
     }
 }
 
@@ -975,9 +1045,10 @@ impl LoopCore {
             writers: HashMap::new(),
             watched_files: HashMap::new(),
             poller: Some(Box::new(Poller {
-                reactor,
+                reactor: reactor.poll_handle(),
                 events: Events::with_capacity(1024),
             })),
+            reactor: Some(reactor),
             inbox: Some(inbox),
             stopping: false,
             closed: false,
@@ -1315,7 +1386,14 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, Handle>> {
-        let debug = Self::check_schedule(slf, &callback, "add_signal_handler")?;
+        // No thread check, as asyncio's add_signal_handler has none (only the main thread can
+        // set the wakeup fd, and the loop may run in another).
+        let debug = {
+            let me = slf.try_borrow()?;
+            me.check_closed()?;
+            me.debug
+        };
+        check_callback(&callback, "add_signal_handler", debug)?;
         let handle = Handle::new_plain(
             slf.py(),
             callback,
@@ -1462,6 +1540,7 @@ impl LoopCore {
             handles.append(&mut me.graveyard);
             handles.append(&mut me.pool);
             me.poller = None;
+            me.reactor = None;
             (
                 handles,
                 std::mem::take(&mut me.ready),

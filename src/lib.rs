@@ -3,6 +3,7 @@
 //!
 //! Errors: every `std::io::Error` goes through `errors::os_error`.
 
+mod buffer;
 mod datagram;
 mod errors;
 mod event_loop;

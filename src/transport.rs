@@ -27,17 +27,17 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView};
 
+use crate::buffer::RawBuffer;
 use crate::errors::os_error;
 use crate::event_loop::LoopCore;
-use crate::handles::{is_fatal, with_context};
+use crate::handles::{is_fatal, retrack, with_context, Handle};
 use crate::ready::Watcher;
 use crate::sslproto::SSLProtocolCore;
 
@@ -218,6 +218,15 @@ fn recv_bytes(
     }))
 }
 
+/// The type's name as CPython's argument parsing prints it (`tp_name`: `bytes`, `array.array`).
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: `obj` is a live object; every type's tp_name is a NUL-terminated C string that
+    // lives as long as the type, which `obj` keeps alive during the call.
+    unsafe { std::ffi::CStr::from_ptr((*pyo3::ffi::Py_TYPE(obj.as_ptr())).tp_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// asyncio's `base_events.logger` (looked up at each use, so patching it works as in asyncio).
 fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     LOGGER_MODULE
@@ -259,6 +268,73 @@ enum Kept {
     Watch,
 }
 
+/// A write-buffer limit as asyncio's `_FlowControlMixin` keeps it: the object it was given
+/// (what `get_write_buffer_limits()` returns), compared with the buffer's size at each use. A
+/// plain int or float becomes, once, the largest size that is `<=` it, so that the write path
+/// compares integers; anything else (a Fraction, a Decimal...) is compared by Python, as there.
+struct WaterMark {
+    /// What `set_write_buffer_limits()` stored; `None` for the default (`size`, an int).
+    object: Option<Py<PyAny>>,
+    /// `size <= mark` is `size <= self.size`; `None`: ask Python.
+    size: Option<usize>,
+}
+
+impl WaterMark {
+    fn size(size: usize) -> Self {
+        WaterMark {
+            object: None,
+            size: Some(size),
+        }
+    }
+
+    fn new(mark: &Bound<'_, PyAny>) -> Self {
+        let size = if let Ok(f) = mark.cast_exact::<PyFloat>() {
+            let f = f.value();
+            // `as` truncates towards zero and saturates (inf: no buffer reaches it). A negative
+            // or NaN mark never passes the limits' check; Python would compare it.
+            (f >= 0.0).then_some(f as usize)
+        } else if mark.is_exact_instance_of::<PyInt>() {
+            // Non-negative here (the check passed): past usize, no buffer reaches it.
+            Some(mark.extract::<usize>().unwrap_or(usize::MAX))
+        } else {
+            None
+        };
+        WaterMark {
+            object: Some(mark.clone().unbind()),
+            size,
+        }
+    }
+
+    /// `size <= self`, as asyncio computes it.
+    fn at_least(&self, py: Python<'_>, size: usize) -> PyResult<bool> {
+        match (self.size, &self.object) {
+            (Some(mark), _) => Ok(size <= mark),
+            (None, Some(mark)) => size.into_pyobject(py)?.le(mark.bind(py)),
+            (None, None) => Ok(false),
+        }
+    }
+
+    fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.object {
+            Some(mark) => Ok(mark.clone_ref(py)),
+            None => Ok(self
+                .size
+                .unwrap_or(0)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind()),
+        }
+    }
+
+    /// A copy for use outside the transport's borrow (Python code may run meanwhile).
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        WaterMark {
+            object: self.object.as_ref().map(|m| m.clone_ref(py)),
+            size: self.size,
+        }
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, weakref)]
 pub struct SocketTransportCore {
     loop_: Option<Py<LoopCore>>,
@@ -287,8 +363,8 @@ pub struct SocketTransportCore {
     /// Unsent bytes are `buffer[head..]`; the consumed prefix is dropped when it dominates.
     buffer: Vec<u8>,
     head: usize,
-    high_water: usize,
-    low_water: usize,
+    high_water: WaterMark,
+    low_water: WaterMark,
     /// asyncio's `_conn_lost`: nonzero once the connection is lost or being torn down; counts
     /// the writes attempted after that.
     conn_lost: u32,
@@ -433,11 +509,18 @@ impl SocketTransportCore {
             }
         };
         let watcher = Watcher::Transport(slf.clone().unbind());
+        // A callback still registered on this fd number (its file closed under the loop without
+        // remove_reader, the number now this socket's) is replaced, and cancelled as asyncio's
+        // `_add_reader` cancels the handle it replaces. It leaves the loop's hands: tracked again
+        // by the GC, or a cycle through it would never be collected (see handles.rs).
         let old = LoopCore::watch(loop_.bind(py), fd, watcher, write)?;
         if write {
             slf.try_borrow_mut()?.write_watched = true;
         }
-        drop(old);
+        if let Some(Watcher::Handle(old)) = old {
+            retrack(&old);
+            Handle::cancel_handle(old.bind(py))?;
+        }
         Ok(())
     }
 
@@ -595,9 +678,21 @@ impl SocketTransportCore {
 
     /// asyncio's `_maybe_pause_protocol`.
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let pause = {
             let mut me = slf.try_borrow_mut()?;
-            let pause = me.pending() > me.high_water && !me.protocol_paused;
+            let size = me.pending();
+            let below = match me.high_water.size {
+                Some(high) => size <= high,
+                None => {
+                    let high = me.high_water.clone_ref(py);
+                    drop(me);
+                    let below = high.at_least(py, size)?;
+                    me = slf.try_borrow_mut()?;
+                    below
+                }
+            };
+            let pause = !below && !me.protocol_paused;
             if pause {
                 me.protocol_paused = true;
             }
@@ -611,9 +706,23 @@ impl SocketTransportCore {
 
     /// asyncio's `_maybe_resume_protocol`.
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let resume = {
             let mut me = slf.try_borrow_mut()?;
-            let resume = me.protocol_paused && me.pending() <= me.low_water;
+            if !me.protocol_paused {
+                return Ok(());
+            }
+            let size = me.pending();
+            let resume = match me.low_water.size {
+                Some(low) => size <= low,
+                None => {
+                    let low = me.low_water.clone_ref(py);
+                    drop(me);
+                    let resume = low.at_least(py, size)?;
+                    me = slf.try_borrow_mut()?;
+                    resume && me.protocol_paused
+                }
+            };
             if resume {
                 me.protocol_paused = false;
             }
@@ -710,21 +819,16 @@ impl SocketTransportCore {
             None => protocol.call_method1(intern!(py, "get_buffer"), (-1,)),
         }
         .and_then(|buf| {
-            let view = PyBuffer::<u8>::get(&buf)?;
-            if view.len_bytes() == 0 {
+            // asyncio's `if not len(buf)`, a get_buffer() failure (as is a buffer without len).
+            if buf.len()? == 0 {
                 return Err(PyRuntimeError::new_err(
                     "get_buffer() returned an empty buffer",
                 ));
             }
-            if view.readonly() || !view.is_c_contiguous() {
-                return Err(PyTypeError::new_err(
-                    "get_buffer() must return a writable, contiguous buffer",
-                ));
-            }
-            Ok(view)
+            Ok(buf)
         });
-        let view = match buffer {
-            Ok(view) => view,
+        let buf = match buffer {
+            Ok(buf) => buf,
             Err(err) => {
                 return Self::fatal_error(
                     slf,
@@ -733,13 +837,26 @@ impl SocketTransportCore {
                 )
             }
         };
+        // What recv_into(buf) accepts (`w*`): any writable C-contiguous buffer, of any format;
+        // anything else is its TypeError, a read error.
+        let view = RawBuffer::get_writable(&buf).ok();
+        let Some((ptr, len)) = view.as_ref().and_then(RawBuffer::as_mut_ptr) else {
+            let expected = if view.is_some() {
+                "contiguous buffer"
+            } else {
+                "read-write bytes-like object"
+            };
+            drop(view);
+            let err = PyTypeError::new_err(format!(
+                "recv_into() argument 1 must be {expected}, not {}",
+                type_name(&buf)
+            ));
+            return Self::fatal_error(slf, err, "Fatal read error on socket transport");
+        };
         // The view holds the buffer exported (and so its memory pinned) until it is dropped.
         // get_buffer() ran Python code: the socket may have been closed (and its number reused)
         // meanwhile, so ownership is checked here, right before the read.
-        let received = slf
-            .try_borrow()?
-            .io_fd()
-            .and_then(|fd| recv(fd, view.buf_ptr() as *mut u8, view.len_bytes()));
+        let received = slf.try_borrow()?.io_fd().and_then(|fd| recv(fd, ptr, len));
         let nbytes = match received {
             Ok(n) => n,
             Err(err) if would_block(&err) => return Ok(()),
@@ -752,6 +869,19 @@ impl SocketTransportCore {
                 );
             }
         };
+        // get_buffer() may have set another protocol (set_protocol): asyncio's
+        // _read_ready__get_buffer hands the count, or the EOF, to `self._protocol` as it is by
+        // now, although the bytes are in the old one's buffer (a plain Protocol then has no
+        // buffer_updated(): a fatal error).
+        let current = slf
+            .try_borrow()?
+            .protocol
+            .as_ref()
+            .map(|p| p.bind(py).clone());
+        let protocol = match (&current, tls) {
+            (Some(current), None) => current,
+            _ => protocol,
+        };
         if nbytes == 0 {
             drop(view);
             return Self::on_eof(slf, protocol);
@@ -760,8 +890,7 @@ impl SocketTransportCore {
             Some(tls) => {
                 // SAFETY: the kernel wrote `nbytes` bytes at the start of the exported buffer,
                 // which `view` keeps alive and unresized until feed() (no Python code) returns.
-                let data =
-                    unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, nbytes) };
+                let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, nbytes) };
                 let fed = SSLProtocolCore::feed(tls, data);
                 drop(view);
                 fed.and_then(|()| SSLProtocolCore::process_incoming(tls))
@@ -819,7 +948,11 @@ impl SocketTransportCore {
                 return Ok(());
             }
             if pending == 0 || me.batched {
-                let fits = pending + data.len() <= BATCH_LIMIT.min(me.high_water);
+                // A high-water mark Python must compare (a Fraction...) sends at once: no
+                // Python code while the transport is borrowed.
+                let total = pending + data.len();
+                let fits =
+                    total <= BATCH_LIMIT && matches!(me.high_water.size, Some(h) if total <= h);
                 let keep = if me.batched {
                     fits
                 } else {
@@ -958,8 +1091,8 @@ impl SocketTransportCore {
             },
             buffer: Vec::new(),
             head: 0,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_HIGH_WATER / 4,
+            high_water: WaterMark::size(DEFAULT_HIGH_WATER),
+            low_water: WaterMark::size(DEFAULT_HIGH_WATER / 4),
             conn_lost: 0,
             closing: false,
             eof: false,
@@ -1082,17 +1215,19 @@ impl SocketTransportCore {
                 data.get_type().name()?.repr()?
             )));
         }
-        let view = PyBuffer::<u8>::get(data)?;
-        if !view.is_c_contiguous() {
-            // A strided memoryview: take a contiguous copy, as bytes(view) would.
-            let copy = view.to_vec(data.py())?;
-            return Self::write_bytes(slf, &copy);
+        // Any format, as socket.send() takes it: its raw bytes.
+        let view = RawBuffer::get(data)?;
+        match view.as_bytes() {
+            // No Python code runs before write_bytes has sent or copied them.
+            Some(bytes) => Self::write_bytes(slf, bytes),
+            // A strided memoryview: a contiguous copy, as bytes(view) would make (asyncio's
+            // send() refuses it, see docs/differences.md, noncontiguous-write).
+            None => {
+                let copy = view.to_vec()?;
+                drop(view);
+                Self::write_bytes(slf, &copy)
+            }
         }
-        // SAFETY: the exported buffer stays valid and unchanged while `view` is alive, and no
-        // Python code runs before write_bytes has copied or sent it.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(view.buf_ptr() as *const u8, view.len_bytes()) };
-        Self::write_bytes(slf, bytes)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1235,34 +1370,49 @@ impl SocketTransportCore {
         Self::watch(slf, false)
     }
 
+    /// asyncio's `_FlowControlMixin.set_write_buffer_limits`, computed as there with the
+    /// objects given: `4 * low`, `high // 4` and `high >= low >= 0` are Python's, exceptions
+    /// and all (an object with only `__index__` is a TypeError, 1.5 and 10**400 are limits).
     #[pyo3(signature = (high=None, low=None))]
     fn set_write_buffer_limits(
         slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
+        high: Option<Bound<'_, PyAny>>,
+        low: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
+        let py = slf.py();
+        let high = high.filter(|h| !h.is_none());
+        let low = low.filter(|l| !l.is_none());
+        let high = match (high, &low) {
             (Some(h), _) => h,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-            (None, Some(l)) => 4 * l,
+            (None, None) => DEFAULT_HIGH_WATER.into_pyobject(py)?.into_any(),
+            (None, Some(l)) => 4i64.into_pyobject(py)?.mul(l)?,
         };
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
+        let low = match low {
+            Some(l) => l,
+            None => high.floor_div(4i64)?,
+        };
+        if !(high.ge(&low)? && low.ge(0i64)?) {
             return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
             )));
         }
         Self::flush_now(slf)?;
-        {
+        let old = {
             let mut me = slf.try_borrow_mut()?;
-            me.high_water = high as usize;
-            me.low_water = low as usize;
-        }
+            (
+                std::mem::replace(&mut me.high_water, WaterMark::new(&high)),
+                std::mem::replace(&mut me.low_water, WaterMark::new(&low)),
+            )
+        };
+        // Released with nothing borrowed: they may have finalizers.
+        drop(old);
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.low_water, self.high_water)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        Ok((self.low_water.get(py)?, self.high_water.get(py)?))
     }
 
     fn get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
@@ -1384,6 +1534,8 @@ impl SocketTransportCore {
         visit.call(&self.server)?;
         visit.call(&self.context)?;
         visit.call(&self.empty_waiter)?;
+        visit.call(&self.high_water.object)?;
+        visit.call(&self.low_water.object)?;
         Ok(())
     }
 

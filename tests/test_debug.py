@@ -2,9 +2,12 @@
 
 import asyncio
 import logging
+import re
+import socket
 import sys
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -79,6 +82,134 @@ def test_slow_timer_warning_in_debug(loop, caplog):
         loop.run_forever()
     msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert any(m.startswith("Executing <TimerHandle when=") and " took " in m for m in msgs), msgs
+
+
+class _Flt:
+    """An object with only __float__: a float cannot be compared with it."""
+
+    def __float__(self):
+        return float("nan")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (_Flt(), "'>=' not supported between instances of 'float' and '_Flt'"),
+        (len, "'>=' not supported between instances of 'float' and 'builtin_function_or_method'"),
+        ("0.1", "'>=' not supported between instances of 'float' and 'str'"),
+    ],
+    ids=["float-method", "function", "str"],
+)
+def test_slow_callback_duration_is_compared_as_it_is(loop, value, error):
+    """asyncio compares the callback's duration with the attribute at each callback in debug
+    mode: what a float cannot be compared with is a TypeError out of run_forever(), after the
+    callback ran; nothing is checked when it is set, or outside debug mode."""
+    ran = []
+    loop.set_debug(False)  # under -X dev loops start in debug mode, as asyncio's do
+    loop.slow_callback_duration = value
+    loop.call_soon(ran.append, 1)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == [1]
+    loop.set_debug(True)
+    loop.call_soon(ran.append, 2)
+    with pytest.raises(TypeError, match=re.escape(error)):
+        loop.run_forever()
+    assert ran == [1, 2]
+    loop.slow_callback_duration = 0.1
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+@pytest.mark.parametrize(
+    ("value", "logged"),
+    [(float("nan"), False), (10**400, False), (Fraction(1, 100), True), (0, True)],
+    ids=["nan", "huge-int", "fraction", "zero"],
+)
+def test_slow_callback_duration_numbers(loop, caplog, value, logged):
+    loop.set_debug(True)
+    loop.slow_callback_duration = value
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(slow_callback)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert any(m.startswith("Executing <Handle slow_callback()") for m in msgs) == logged
+
+
+def test_cancelled_handle_is_not_timed(loop, caplog):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(lambda: None).cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not [m for m in msgs if "cancelled" in m], msgs
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_slow_transport_callbacks_are_logged_in_debug(loop, caplog, buffered):
+    """A slow data_received()/buffer_updated() and eof_received(): logged as the transport's
+    reader handle, the last one cancelled (the transport stopped reading)."""
+    a, b = socket.socketpair()
+
+    class Slow(asyncio.BufferedProtocol if buffered else asyncio.Protocol):
+        buf = bytearray(64)
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            time.sleep(0.06)
+
+        def data_received(self, data):
+            time.sleep(0.06)
+
+        def eof_received(self):
+            time.sleep(0.06)
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(Slow, a)
+        b.send(b"x")
+        await asyncio.sleep(0.1)
+        b.shutdown(socket.SHUT_WR)
+        await asyncio.sleep(0.1)
+        tr.close()
+        await asyncio.sleep(0)
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.04
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            loop.run_until_complete(main())
+    finally:
+        b.close()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    slow = [m for m in msgs if m.startswith("Executing ")]
+    pattern = r"Executing <Handle {}\w*\._read_ready\(\)[^>]*> took \d+\.\d{{3}} seconds"
+    assert len(slow) == 2, msgs
+    assert re.fullmatch(pattern.format(""), slow[0]), slow
+    assert re.fullmatch(pattern.format("cancelled "), slow[1]), slow
+
+
+def test_fast_transport_callbacks_are_not_logged(loop, caplog):
+    a, b = socket.socketpair()
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        b.send(b"x")
+        await asyncio.sleep(0.05)
+        tr.close()
+        await asyncio.sleep(0)
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 10
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            loop.run_until_complete(main())
+    finally:
+        b.close()
+    assert not [r for r in caplog.records if "Executing" in r.getMessage()]
 
 
 def test_no_slow_warning_without_debug(loop, caplog):

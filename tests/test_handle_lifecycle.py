@@ -8,6 +8,7 @@ into the next, or a reference cycle through a handle never being collected.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import sys
 import weakref
@@ -396,3 +397,78 @@ def test_handles_of_a_collected_loop_release_their_weak_references(flavor):
         gc.collect()
     assert lp_ref() is None
     assert [r() for r in refs] == [None, None]
+
+
+def _reader_handle_in_a_cycle(loop, fd):
+    """``owner.handle = loop._add_reader(fd, cb)`` with ``owner`` reachable from the handle's
+    context only (a context variable): after cancel(), which releases the callback, the cycle
+    owner -> handle -> context -> owner is left, for the GC to find through the handle. The
+    internal ``_add_reader`` is asyncio's own way to keep a watcher's handle."""
+
+    class Owner:
+        pass
+
+    var = contextvars.ContextVar("owner")
+    owner = Owner()
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, owner)
+    owner.handle = ctx.run(loop._add_reader, fd, lambda: None)
+    return weakref.ref(owner)
+
+
+def test_cycle_through_a_replaced_reader_handle_is_collected(loop):
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        ref = _reader_handle_in_a_cycle(loop, a.fileno())
+        loop._add_reader(a.fileno(), lambda: None)
+        assert ref().handle.cancelled()
+        gc.collect()
+        assert ref() is None
+        loop._remove_reader(a.fileno())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cycle_through_a_removed_reader_handle_is_collected(loop):
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        ref = _reader_handle_in_a_cycle(loop, a.fileno())
+        assert loop._remove_reader(a.fileno())
+        gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cycle_through_a_reader_handle_a_transport_replaced_is_collected(loop):
+    """A reader left on an fd whose socket was closed without remove_reader: a transport on a
+    new socket that got the same number takes the fd over, cancelling the old handle (asyncio's
+    _add_reader does), and the cycle through that handle is collected."""
+    import socket
+
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    ref = _reader_handle_in_a_cycle(loop, fd)
+    a.close()
+    c, d = socket.socketpair()
+    try:
+        if c.fileno() != fd:
+            d, c = c, d
+        assert c.fileno() == fd  # the lowest free number, as the kernel hands them out
+        tr, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, c))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ref().handle.cancelled()
+        gc.collect()
+        assert ref() is None
+        tr.close()
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        b.close()
+        c.close()
+        d.close()

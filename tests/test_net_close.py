@@ -1,5 +1,6 @@
 """Close semantics of TCP transports: close/abort, connection_lost, half-close, bad writes."""
 
+import array
 import asyncio
 import errno
 import logging
@@ -389,3 +390,192 @@ def test_peer_close_delivers_eof_then_lost(loop):
     assert pr.events == ["made", "data", "eof", "lost"]
     assert pr.lost == [None]
     assert tr.is_closing()
+
+
+class _Swapping(asyncio.BufferedProtocol):
+    """Sets ``successor`` as the transport's protocol from inside its first get_buffer()."""
+
+    def __init__(self, successor):
+        self.successor = successor
+        self.buf = bytearray(64)
+        self.updated = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.transport.set_protocol(self.successor)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.updated.append(nbytes)
+
+    def eof_received(self):
+        self.updated.append("eof")
+
+    def connection_lost(self, exc):
+        self.updated.append(("lost", exc))
+
+
+def _swap_in_get_buffer(loop, successor, send):
+    a, b = socket.socketpair()
+    contexts = []
+    first = _Swapping(successor)
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        tr, _ = await loop.connect_accepted_socket(lambda: first, a)
+        send(b)
+        await asyncio.wait_for(successor.done, 5)
+        return tr
+
+    try:
+        tr = run(loop, main())
+        tr.close()
+        run(loop, asyncio.sleep(0))
+    finally:
+        b.close()
+    return first, contexts
+
+
+def test_set_protocol_in_get_buffer_hands_the_bytes_to_the_new_protocol(loop):
+    """asyncio's _read_ready__get_buffer calls buffer_updated() on the protocol set by then,
+    although the bytes landed in the old one's buffer."""
+
+    class Next(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            raise AssertionError("not reached")
+
+        def buffer_updated(self, nbytes):
+            self.done.set_result(nbytes)
+
+    successor = Next()
+    first, contexts = _swap_in_get_buffer(loop, successor, lambda b: b.send(b"hello"))
+    assert successor.done.result() == 5
+    assert first.updated == []
+    assert bytes(first.buf[:5]) == b"hello"
+    assert contexts == []
+
+
+def test_set_protocol_in_get_buffer_to_a_plain_protocol_is_fatal(loop):
+    """A plain Protocol set from get_buffer() has no buffer_updated(): a fatal error, the
+    connection closed, the new protocol told."""
+
+    class Plain(asyncio.Protocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    successor = Plain()
+    first, contexts = _swap_in_get_buffer(loop, successor, lambda b: b.send(b"hello"))
+    exc = successor.done.result()
+    assert isinstance(exc, AttributeError)
+    assert [c["message"] for c in contexts] == [
+        "Fatal error: protocol.buffer_updated() call failed."
+    ]
+    assert contexts[0]["exception"] is exc
+    assert first.updated == []
+
+
+def test_set_protocol_in_get_buffer_then_eof_goes_to_the_new_protocol(loop):
+    class Next(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            raise AssertionError("not reached")
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("not reached")
+
+        def eof_received(self):
+            self.done.set_result("eof")
+
+    successor = Next()
+    first, contexts = _swap_in_get_buffer(loop, successor, lambda b: b.shutdown(socket.SHUT_WR))
+    assert successor.done.result() == "eof"
+    assert first.updated == []
+    assert contexts == []
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: memoryview(array.array("i", [0] * 4)), 8),
+        (lambda: memoryview(bytearray(16)).cast("B", (4, 4)), 8),
+        (
+            lambda: b"read-only",
+            (
+                "Fatal read error on socket transport",
+                TypeError,
+                "recv_into() argument 1 must be read-write bytes-like object, not bytes",
+            ),
+        ),
+        (
+            lambda: memoryview(bytearray(16))[::2],
+            (
+                "Fatal read error on socket transport",
+                TypeError,
+                "recv_into() argument 1 must be read-write bytes-like object, not memoryview",
+            ),
+        ),
+        (
+            object,
+            (
+                "Fatal error: protocol.get_buffer() call failed.",
+                TypeError,
+                "object of type 'object' has no len()",
+            ),
+        ),
+    ],
+    ids=["ints", "2d", "bytes", "strided", "object"],
+)
+def test_get_buffer_result_is_taken_as_recv_into_takes_it(loop, make, expected):
+    """asyncio checks len(buf), then recv_into(buf): any writable C-contiguous buffer, of any
+    format, is filled; anything else is recv_into()'s TypeError, a fatal read error."""
+    a, b = socket.socketpair()
+    contexts = []
+    buf = make()
+
+    class P(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return buf
+
+        def buffer_updated(self, nbytes):
+            self.done.set_result(nbytes)
+
+        def connection_lost(self, exc):
+            if not self.done.done():
+                self.done.set_result(exc)
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        tr, pr = await loop.connect_accepted_socket(P, a)
+        b.send(b"abcdefgh")
+        got = await asyncio.wait_for(pr.done, 5)
+        tr.close()
+        await asyncio.sleep(0)
+        return got
+
+    try:
+        got = run(loop, main())
+    finally:
+        b.close()
+    if isinstance(expected, int):
+        assert got == expected
+        assert bytes(memoryview(buf).cast("B"))[:8] == b"abcdefgh"
+        assert contexts == []
+    else:
+        message, exc_type, text = expected
+        assert [c["message"] for c in contexts] == [message]
+        assert type(contexts[0]["exception"]) is exc_type
+        assert str(contexts[0]["exception"]) == text
+        assert got is contexts[0]["exception"]

@@ -4,6 +4,7 @@ Protocol, BufferedProtocol (large and tiny buffers) and asyncio streams, payload
 16 MiB, compared by SHA-256; plus many concurrent connections.
 """
 
+import array
 import asyncio
 import socket
 import struct
@@ -425,3 +426,46 @@ def test_reset_during_bulk_reads(loop):
     assert pr.events.count("lost") == 1
     assert MiB <= len(pr.data) <= 3 * MiB
     assert pr.data == data[: len(pr.data)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: memoryview(array.array("d", [1.0, 2.0])),
+        lambda: memoryview(array.array("i", [1, 2, 3])),
+        lambda: memoryview(b"abcdef").cast("H"),
+        lambda: memoryview(bytearray(b"abcdefgh")).cast("B", (2, 4)),
+    ],
+    ids=["doubles", "ints", "cast-H", "2d"],
+)
+def test_write_sends_any_contiguous_buffer_as_its_raw_bytes(loop, make):
+    """As socket.send() takes them: any format, any shape, the bytes as they are in memory,
+    whether sent at once or buffered behind earlier data."""
+    data = make()
+    raw = data.tobytes()
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        tr.write(data)
+        tr.pause_reading()  # nothing reads b's data back
+        big = b"x" * (4 * MiB)
+        tr.write(big)
+        tr.write(data)  # behind what the kernel did not take yet
+        got = bytearray()
+        while len(got) < 2 * len(raw) + len(big):
+            await asyncio.sleep(0.001)
+            try:
+                got += b.recv(1 << 20)
+            except BlockingIOError:
+                pass
+        tr.close()
+        await asyncio.sleep(0)
+        return bytes(got), big
+
+    try:
+        got, big = run(loop, main())
+    finally:
+        b.close()
+    assert got == raw + big + raw

@@ -1,6 +1,8 @@
 """Flow control on TCP transports: write-side pause/resume, buffer limits, read pausing."""
 
 import asyncio
+import socket
+from fractions import Fraction
 
 import pytest
 from net_helpers import KiB, MiB, Recorder, close_server, digest, first_accepted, payload, run
@@ -285,3 +287,111 @@ def test_pause_reading_applies_to_eof(loop):
     assert pr.events == ["made", "data", "eof", "lost"]
     assert bytes(pr.data) == b"bye"
     assert pr.lost == [None]
+
+
+class _Idx:
+    """An object with only __index__: no arithmetic, no comparisons."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+_INF, _NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("high", "low", "expected"),
+    [
+        (1.5, None, (0.0, 1.5)),
+        (10**400, None, (10**400 // 4, 10**400)),
+        (None, 1.5, (1.5, 6.0)),
+        (Fraction(3, 2), None, (0, Fraction(3, 2))),
+        (True, None, (0, True)),
+        (8, 1.5, (1.5, 8)),
+        (_INF, None, (ValueError, "high (inf) must be >= low (nan) must be >= 0")),
+        (-_INF, None, (ValueError, "high (-inf) must be >= low (nan) must be >= 0")),
+        (_NAN, None, (ValueError, "high (nan) must be >= low (nan) must be >= 0")),
+        (-1, None, (ValueError, "high (-1) must be >= low (-1) must be >= 0")),
+        (_Idx(8), None, (TypeError, "unsupported operand type(s) for //: '_Idx' and 'int'")),
+        (None, _Idx(2), (TypeError, "unsupported operand type(s) for *: 'int' and '_Idx'")),
+        (
+            _Idx(8),
+            _Idx(2),
+            (TypeError, "'>=' not supported between instances of '_Idx' and '_Idx'"),
+        ),
+        (len, None, (TypeError, "for //: 'builtin_function_or_method' and 'int'")),
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+def test_write_buffer_limits_are_computed_with_the_objects_given(loop, high, low, expected):
+    """asyncio's _set_write_buffer_limits computes with the limits as they are: `4 * low`,
+    `high // 4`, `high >= low >= 0`, with Python's results and exceptions."""
+    a, b = socket.socketpair()
+    try:
+        tr, _ = run(loop, loop.connect_accepted_socket(asyncio.Protocol, a))
+        before = tr.get_write_buffer_limits()
+        if isinstance(expected[0], type):
+            with pytest.raises(expected[0]) as info:
+                tr.set_write_buffer_limits(high, low)
+            assert expected[1] in str(info.value)
+            assert tr.get_write_buffer_limits() == before
+        else:
+            tr.set_write_buffer_limits(high, low)
+            got = tr.get_write_buffer_limits()
+            assert got == expected
+            assert [type(v) for v in got] == [type(v) for v in expected]
+        tr.close()
+        run(loop, asyncio.sleep(0))
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize(
+    ("high", "low", "events"),
+    [
+        (1.5, 0.5, ["pause", "resume"]),
+        (Fraction(3, 2), Fraction(1, 2), ["pause", "resume"]),
+        (10**400, 10**399, []),
+    ],
+    ids=["float", "fraction", "huge"],
+)
+def test_flow_control_compares_the_buffer_with_the_limits_given(loop, high, low, events):
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    class Flow(asyncio.Protocol):
+        def __init__(self):
+            self.events = []
+
+        def pause_writing(self):
+            self.events.append("pause")
+
+        def resume_writing(self):
+            self.events.append("resume")
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Flow, a)
+        tr.set_write_buffer_limits(high, low)
+        tr.write(b"x" * (8 * MiB))  # more than the kernel takes at once
+        assert tr.get_write_buffer_size() > 0
+        got = 0
+        while got < 8 * MiB:
+            await asyncio.sleep(0.001)
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert tr.get_write_buffer_size() == 0
+        tr.close()
+        await asyncio.sleep(0)
+        return pr.events
+
+    try:
+        assert run(loop, main()) == events
+    finally:
+        b.close()

@@ -570,3 +570,44 @@ def test_server_methods_have_asyncios_signature(loop, method):
         assert inspect.iscoroutinefunction(getattr(loop, method))
     finally:
         stock.close()
+
+
+def test_connection_left_open_is_collected_with_its_loop_while_the_server_is_held(loop):
+    """A connection the server accepted and nobody closed, after loop.close(): the program
+    still holds the (closed) Server, which must not keep the connection alive (3.13's
+    Server._clients is a WeakSet; 3.11's Server knows no clients). The collector finds the cycle
+    transport <-> protocol, and the transport closes its socket as it goes."""
+    import gc
+    import warnings
+    import weakref
+
+    class Keeper(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            made.append(weakref.ref(transport))
+
+    made = []
+
+    async def main():
+        server = await loop.create_server(Keeper, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname()[:2])
+        for _ in range(100):
+            if made:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        return server, client
+
+    server, client = run(loop, main())
+    try:
+        assert len(made) == 1
+        loop.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        assert made[0]() is None
+        client.settimeout(5)
+        assert client.recv(10) == b""  # the accepted socket was closed
+        assert server is not None
+    finally:
+        client.close()

@@ -13,6 +13,7 @@ import fcntl
 import gc
 import hashlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -825,3 +826,48 @@ def test_no_fd_leaks(loop, pipes, tmp_path):
     run(loop, main())
     settle_fds()
     assert fd_count() == before
+
+
+def test_pipe_transport_callbacks_are_named_as_asyncio_names_them(loop, pipes, caplog):
+    """A slow resume_writing() in debug mode is logged with the handle of the transport's
+    _write_ready, named (and located) as asyncio's own method."""
+    import logging
+    import time
+
+    r, w = pipes()
+
+    class Slow(asyncio.Protocol):
+        def __init__(self):
+            self.resumed = loop.create_future()
+
+        def pause_writing(self):
+            pass
+
+        def resume_writing(self):
+            time.sleep(0.06)
+            self.resumed.set_result(None)
+
+    async def main():
+        wtr, wpr = await loop.connect_write_pipe(Slow, w)
+        wtr.write(b"x" * (pipe_capacity(w) + 100 * KiB))
+        while not wpr.resumed.done():
+            await asyncio.sleep(0.001)
+            try:
+                os.read(r.fileno(), 1 << 20)
+            except BlockingIOError:
+                pass
+        wtr.close()
+        await asyncio.sleep(0)
+
+    os.set_blocking(r.fileno(), False)
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.04
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run(loop, main())
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing")]
+    assert len(slow) == 1, slow
+    # Cancelled: the buffer drained, the writer was removed.
+    # No source location after the call (as for asyncio's bound method), only where the handle
+    # was created.
+    head = r"Executing <Handle cancelled _UnixWritePipeTransport\._write_ready\(\)"
+    assert re.fullmatch(head + r"( created at [^>]+)?> took \d+\.\d{3} seconds", slow[0]), slow

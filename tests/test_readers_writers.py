@@ -646,3 +646,107 @@ def test_close_drops_reader_callbacks(loop, sockpair):
     loop.close()
     gc.collect()
     assert ref() is None
+
+
+def _in_thread_while_the_loop_waits(loop, fn):
+    """Runs ``fn`` in another thread while the loop's thread is blocked in its poll (nothing is
+    ready and a timer is far off); returns what it returned or raised, once the loop was woken
+    (by ``fn``'s reader, or by a thread-safe call after it)."""
+    import asyncio
+    import threading
+
+    done = loop.create_future()
+    out = []
+
+    def work():
+        time.sleep(0.05)
+        try:
+            out.append(("ret", fn(done)))
+        except BaseException as e:  # noqa: BLE001 (reported to the test)
+            out.append(("exc", e))
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    t = threading.Thread(target=work)
+    t.start()
+    try:
+        loop.run_until_complete(asyncio.wait_for(done, 5))
+    finally:
+        t.join()
+    return out[0]
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_add_reader_from_another_thread_while_the_loop_waits(loop, sockpair, debug):
+    """asyncio documents add_reader as not thread-safe, but its selector accepts it from any
+    thread, the loop's blocking select() included: an fd added ready wakes it."""
+    a, b = sockpair
+    b.send(b"x")
+    loop.set_debug(debug)
+    seen = []
+
+    def add(done):
+        def ready():
+            seen.append(a.recv(1))
+            loop.remove_reader(a)
+            done.set_result(None)
+
+        return loop.add_reader(a, ready)
+
+    assert _in_thread_while_the_loop_waits(loop, add) == ("ret", None)
+    assert seen == [b"x"]
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_add_writer_from_another_thread_while_the_loop_waits(loop, sockpair, debug):
+    a, _ = sockpair
+    loop.set_debug(debug)
+    seen = []
+
+    def add(done):
+        def ready():
+            seen.append("writable")
+            loop.remove_writer(a)
+            done.set_result(None)
+
+        return loop.add_writer(a, ready)
+
+    assert _in_thread_while_the_loop_waits(loop, add) == ("ret", None)
+    assert seen == ["writable"]
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_remove_reader_and_writer_from_another_thread_while_the_loop_waits(loop, sockpair, debug):
+    import asyncio
+
+    a, b = sockpair  # a: read from, nothing sent to it yet
+    c, d = socket.socketpair()  # c: written to, its buffer full (d does not read)
+    c.setblocking(False)
+    d.setblocking(False)
+    try:
+        while True:
+            c.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    loop.set_debug(debug)
+    seen = []
+    loop.add_reader(a, seen.append, "read")
+    loop.add_writer(c, seen.append, "write")
+
+    def remove(done):
+        removed = (loop.remove_reader(a), loop.remove_writer(c), loop.remove_reader(a))
+        b.send(b"x")  # a readable, and c writable once d is drained: nobody may hear of it
+        try:
+            while d.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+        return removed
+
+    try:
+        assert _in_thread_while_the_loop_waits(loop, remove) == ("ret", (True, True, False))
+        loop.run_until_complete(asyncio.sleep(0.02))
+    finally:
+        c.close()
+        d.close()
+    assert seen == []

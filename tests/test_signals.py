@@ -225,6 +225,60 @@ def test_add_from_non_main_thread(loop):
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_add_from_non_main_thread_while_the_loop_waits(loop, debug):
+    """Refused for the reason stock gives (set_wakeup_fd), not for the thread the loop's own
+    self-pipe reader is added from: add_reader works from any thread, the poll included."""
+    loop.set_debug(debug)
+    errors = []
+
+    def other():
+        time.sleep(0.05)
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, print)
+        except BaseException as exc:  # record the exact type
+            errors.append(exc)
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=other)
+    th.start()
+    handle = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    th.join()
+    handle.cancel()
+    assert len(errors) == 1
+    assert type(errors[0]) is RuntimeError
+    assert "main thread" in str(errors[0])
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_main_thread_adds_a_handler_to_a_loop_running_in_another_thread(flavor, debug):
+    """Only the main thread can set the wakeup fd; the loop may run elsewhere, and asyncio's
+    add_signal_handler has no thread check, in debug mode either."""
+    lp = flavor.new_event_loop()
+    lp.set_debug(debug)
+    got = []
+    started = threading.Event()
+
+    def run():
+        lp.call_soon(started.set)
+        lp.call_later(5, lp.stop)
+        lp.run_forever()
+
+    th = threading.Thread(target=run)
+    th.start()
+    try:
+        assert started.wait(5)
+        lp.add_signal_handler(signal.SIGUSR1, lambda: (got.append("sig"), lp.stop()))
+        os.kill(os.getpid(), signal.SIGUSR1)
+    finally:
+        th.join()
+        lp.remove_signal_handler(signal.SIGUSR1)
+        lp.close()
+    assert got == ["sig"]
+
+
 # --- Ctrl-C in child processes ---------------------------------------------
 
 

@@ -24,6 +24,7 @@ import inspect
 import os
 import socket
 import types
+import weakref
 from asyncio import base_events, constants, log, selector_events, tasks, unix_events
 from functools import partial
 
@@ -93,7 +94,10 @@ class Server(base_events.Server):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._clients = set()
+        # Weak, as 3.13's own: a server the program still holds must not keep alive the
+        # connections it accepted once nothing else does (they are closed, with a
+        # ResourceWarning, when collected, as on the stock loop).
+        self._clients = weakref.WeakSet()
         if not hasattr(self, "_active_count"):
             self._active_count = 0
 

@@ -159,7 +159,12 @@ def _guard_fd(cls, names):
             self._check_pipe_fd()
             return _inner(self, *args)
 
-        method.__name__ = method.__qualname__ = name
+        # asyncio's qualified name: a handle of the method, in a log or an exception handler's
+        # message, reads as the stock loop's ('_UnixWritePipeTransport._write_ready()'). Not
+        # functools.wraps: its __wrapped__ would make format_helpers show a source location,
+        # which asyncio's bound method has not.
+        method.__name__ = name
+        method.__qualname__ = inner.__qualname__
         method.__doc__ = inner.__doc__
         setattr(cls, name, method)
     return cls

@@ -79,6 +79,12 @@ def worker(flavor, shift):
     fixtures.install_recording()
     if flavor == "ferroloop":
         import ferroloop  # noqa: F401
+        from ferroloop import _unix
+
+        # The one descriptor ferroloop keeps for the process, made on first need (a pipe
+        # closed under its transport): made now, it is the child's own, not a leak of
+        # whichever case or seed first needed it.
+        _unix._no_fd()
     from cases import run_case
 
     tmpdir = tempfile.mkdtemp(prefix="ferroloop-fuzz-")

@@ -563,87 +563,6 @@ _PLAIN_NUMBERS = {
 # -- pending (tests/fuzz/pending.txt): found by the fuzzers, not fixed yet --------------------
 
 
-_PLAIN_LIMITS = {"None", "0", "1", "65536"}
-
-
-@matcher("write-buffer-limits-conversion")
-def _write_buffer_limits(case, stock, ferro):
-    """set_write_buffer_limits of the native stream transport takes its limits as C integers:
-    it accepts objects with __index__ (stock: TypeError from `high // 4`), refuses floats and
-    ints past 64 bits (stock accepts both), and says ValueError where stock's arithmetic says
-    TypeError."""
-    if not case.target.startswith("tr_"):
-        return False
-    for _, call, _, _ in _calls(case, stock, ferro, {"set_write_buffer_limits"}):
-        if not set(call[1]) | set(call[2].values()) <= _PLAIN_LIMITS:
-            return _become(ferro, stock)
-    return False
-
-
-@matcher("set-protocol-in-get-buffer")
-def _set_protocol_in_get_buffer(case, stock, ferro):
-    """set_protocol() from inside get_buffer(): stock hands the bytes read to the new protocol's
-    buffer_updated() (a plain Protocol has none: fatal error, connection closed); ferroloop to
-    the protocol whose buffer they were read into."""
-    if case.mode != "cb:get_buffer" or "set_protocol" not in case.methods():
-        return False
-    return _become(ferro, stock)
-
-
-@matcher("write-buffer-format")
-def _write_buffer_format(case, stock, ferro):
-    """write() of a buffer whose format is not bytes (memoryview of an array('d'), array('i')):
-    ferroloop raises BufferError("buffer contents are not compatible with u8"); stock sends its
-    bytes, as socket.send() does."""
-    if not case.target.startswith("tr_") or not {"mv_doubles", "array_i"} & set(case.specs()):
-        return False
-    for _, _, _, f in _calls(case, stock, ferro, {"write", "writelines"}):
-        if _is_exc(f, "BufferError", "not compatible with u8"):
-            return _become(ferro, stock)
-    return False
-
-
-def _slow_log(event):
-    return event[:1] == ["log"] and event[1] == "WARNING" and event[3] == "Executing"
-
-
-@matcher("debug-slow-transport-callbacks")
-def _debug_slow_transport_callbacks(case, stock, ferro):
-    """Debug mode's "Executing ... took N seconds": stock times the transport's read/write
-    handles (so a slow data_received is logged); ferroloop dispatches its native transports
-    without a handle and does not time them."""
-    if not case.debug or "set:slow_callback_duration" not in case.methods():
-        return False
-    return _drop_events(stock, _slow_log) | _drop_events(ferro, _slow_log)
-
-
-@matcher("add-reader-thread-check")
-def _add_reader_thread_check(case, stock, ferro):
-    """add_reader/add_writer/remove_reader/remove_writer from a thread other than the running
-    loop's: ferroloop raises RuntimeError in debug mode ("Non-thread-safe operation ...", as
-    call_soon does) and, in any mode, while the loop's thread waits for I/O ("fd watchers
-    changed while the loop is polling in another thread"); stock's accept the call. Also
-    reached through add_signal_handler's first call (it watches its self-pipe)."""
-    if not case.mode.startswith("thread"):
-        return False
-    threads = r"Non-thread-safe|fd watchers changed while the loop is polling"
-    for _, _, s, f in _calls(case, stock, ferro, FD_METHODS | {"add_signal_handler"}):
-        if _is_exc(f, "RuntimeError", threads) and s != f:
-            return _become(ferro, stock)
-    return False
-
-
-@matcher("slow-callback-duration-conversion")
-def _slow_callback_duration(case, stock, ferro):
-    """loop.slow_callback_duration set to an object that is not a number: stock compares it as
-    it is at each use in debug mode (TypeError "'>=' not supported..."); ferroloop converts it
-    with __float__ ("must be real number", and accepts objects with __float__)."""
-    for _, call, _, _ in _calls(case, stock, ferro, {"set:slow_callback_duration"}):
-        if call[1][:1] and call[1][0] not in _PLAIN_NUMBERS:
-            return _become(ferro, stock)
-    return False
-
-
 # -- sequences: leaks and descriptor mix-ups the sequence fuzzer tolerates while listed --------
 
 SEQUENCE_MATCHERS = {}
@@ -665,11 +584,3 @@ def explain_leak(detail):
         if key in listed and fn(detail):
             return key
     return None
-
-
-@sequence_matcher("server-client-leak")
-def _server_client_leak(detail):
-    """A connection a Server accepted, left open when its loop was closed: its SocketTransport
-    stays alive after the collector has run, held by the Server's set of clients and its
-    protocol, with a reference on the Server that no object the GC sees accounts for."""
-    return "SOCK_STREAM" in detail and "['SocketTransport <- set, Proto'" in detail

@@ -12,6 +12,12 @@
 //!
 //! The [`Waker`] is an eventfd registered under [`WAKER_TOKEN`]; it is drained by [`Reactor::poll`]
 //! itself and reported as [`Events::woken`].
+//!
+//! Waiting and registering are split: a [`PollHandle`] waits on the epoll fd while the
+//! [`Reactor`] that made it keeps changing interests, from whichever thread owns it. The kernel
+//! allows `epoll_ctl` at any time during an `epoll_wait` on the same instance (an fd added ready
+//! wakes the wait at once), which is what lets asyncio's `add_reader` work from another thread
+//! while the loop is blocked in `select()`.
 
 use std::collections::HashMap;
 use std::io;
@@ -135,11 +141,19 @@ impl Waker {
     }
 }
 
-/// A level-triggered epoll instance.
+/// A level-triggered epoll instance: the interests registered, and the way to wait for them.
 pub struct Reactor {
-    epoll: OwnedFd,
+    epoll: Arc<OwnedFd>,
     waker: Arc<Waker>,
     interests: HashMap<RawFd, Interest>,
+}
+
+/// Waits on a [`Reactor`]'s epoll instance, from any thread, while the reactor itself stays
+/// usable: the epoll fd stays open for as long as a handle or the reactor holds it.
+#[derive(Clone)]
+pub struct PollHandle {
+    epoll: Arc<OwnedFd>,
+    waker: Arc<Waker>,
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -162,7 +176,7 @@ impl Reactor {
             ))?)
         };
         let reactor = Reactor {
-            epoll,
+            epoll: Arc::new(epoll),
             waker: Arc::new(Waker { fd: efd }),
             interests: HashMap::new(),
         };
@@ -178,6 +192,15 @@ impl Reactor {
     /// The waker of this reactor; clone the `Arc` to hand it to other threads.
     pub fn waker(&self) -> &Arc<Waker> {
         &self.waker
+    }
+
+    /// A handle to wait for this reactor's events with, while it is being changed (see the
+    /// module docs).
+    pub fn poll_handle(&self) -> PollHandle {
+        PollHandle {
+            epoll: Arc::clone(&self.epoll),
+            waker: Arc::clone(&self.waker),
+        }
     }
 
     /// The epoll fd itself (for `fileno()`-style introspection).
@@ -238,12 +261,22 @@ impl Reactor {
         Ok(())
     }
 
+    /// Waits for readiness: see [`PollHandle::poll`].
+    pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.poll_handle().poll(events, timeout)
+    }
+}
+
+impl PollHandle {
     /// Waits for readiness. `None` blocks until an event or a wake-up; a timeout is rounded up to
     /// the next millisecond so a timer is never reported early (which would spin the loop).
     ///
+    /// An event may name an fd whose interest was removed (or changed) meanwhile: the caller
+    /// checks it against what it watches now.
+    ///
     /// `EINTR` is returned as an [`io::ErrorKind::Interrupted`] error so the caller can run the
     /// interpreter's signal handlers (Ctrl-C must interrupt a blocked loop at once).
-    pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    pub fn poll(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let ms: libc::c_int = match timeout {
             None => -1,
             Some(d) => {
@@ -439,6 +472,38 @@ mod tests {
         assert!(collect(&ev)
             .iter()
             .any(|e| e.fd == d.as_raw_fd() && e.writable));
+    }
+
+    #[test]
+    fn an_fd_added_ready_during_a_blocking_poll_wakes_it() {
+        let mut r = Reactor::new().unwrap();
+        let handle = r.poll_handle();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(b"x").unwrap();
+        let fd = b.as_raw_fd();
+        let t = std::thread::spawn(move || {
+            let mut ev = Events::with_capacity(8);
+            handle.poll(&mut ev, Some(Duration::from_secs(10))).unwrap();
+            collect(&ev)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        r.set_interest(
+            fd,
+            Interest {
+                read: true,
+                write: false,
+            },
+        )
+        .unwrap();
+        let got = t.join().unwrap();
+        assert_eq!(
+            got,
+            vec![Event {
+                fd,
+                readable: true,
+                writable: false
+            }]
+        );
     }
 
     #[test]
