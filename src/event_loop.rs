@@ -41,6 +41,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
+use crate::metrics::{Counters, Timing};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -244,7 +245,7 @@ fn check_callback_slow(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -
 
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
 pub struct LoopCore {
-    ready: ReadyQueue,
+    pub(crate) ready: ReadyQueue,
     /// The buffer the previous batch ran from, kept to reuse its capacity.
     spare: ReadyQueue,
     timers: TimerHeap<Py<Handle>>,
@@ -283,6 +284,12 @@ pub struct LoopCore {
     batching: bool,
     /// The transports holding such writes, flushed by `flush_writes`.
     unflushed: Vec<Py<SocketTransportCore>>,
+    /// `metrics()`'s counters (metrics.rs).
+    pub(crate) stats: Counters,
+    /// Per-callback timing, while `set_timing(True)` has it on (metrics.rs).
+    pub(crate) timing: Option<Box<Timing>>,
+    /// `slow_callback_duration`, kept here so that timing compares without a lookup.
+    pub(crate) slow_threshold: f64,
 }
 
 impl LoopCore {
@@ -349,7 +356,7 @@ impl LoopCore {
     /// Takes back a handle that just ran if nothing else references it (the usual case for the
     /// handles asyncio's Tasks and Futures schedule), so the next `call_soon` skips an allocation
     /// and a deallocation; otherwise just releases it.
-    fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+    pub(crate) fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
         let py = slf.py();
         // SAFETY: reads the reference count of a live object we hold a reference to.
         let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
@@ -602,7 +609,10 @@ impl LoopCore {
                         }
                         stale = true;
                     }
-                    Some(w) => self.ready.push_back(w.ready(py, write)),
+                    Some(w) => {
+                        self.ready.push_back(w.ready(py, write));
+                        self.stats.io_events += 1;
+                    }
                     None => stale = true,
                 }
             }
@@ -625,9 +635,12 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut budget = INBOX_BUDGET;
+        // When a poll that may block began (the clock read the timeout needed anyway).
+        let mut blocking_since = 0.0;
         let (poll, check_signals) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
+            me.stats.iterations += 1;
             me.signal_countdown -= 1;
             let check_signals = me.signal_countdown == 0;
             if check_signals {
@@ -649,6 +662,7 @@ impl LoopCore {
                 }
             } else {
                 let now = clock::monotonic();
+                blocking_since = now;
                 // About to block: give back what the pool grew to for a burst, at most once a
                 // second so that a flood, which empties the ready queue between its bursts, keeps
                 // it. The handles are empty: dropping them runs no Python code.
@@ -679,6 +693,8 @@ impl LoopCore {
             .transpose()?;
             (poll, check_signals)
         };
+        // When a blocking poll returned: the time the timers below are compared with.
+        let mut polled_at = None;
         let polled = match poll {
             None => Ok(()),
             Some((mut poller, timeout)) => {
@@ -686,23 +702,29 @@ impl LoopCore {
                     poller.reactor.poll(&mut poller.events, timeout)
                 } else {
                     let p = &mut *poller;
-                    py.detach(|| p.reactor.poll(&mut p.events, timeout))
+                    let polled = py.detach(|| p.reactor.poll(&mut p.events, timeout));
+                    polled_at = Some(clock::monotonic());
+                    polled
                 };
                 let mut me = slf.try_borrow_mut()?;
+                if let Some(t) = polled_at {
+                    me.stats.blocked += t - blocking_since;
+                }
                 me.queue_events(py, &mut poller);
                 me.poller = Some(poller);
                 polled
             }
         };
         // Expired timers, the inbox again, and the batch to run, in one borrow.
-        let (mut batch, debug, dead) = {
+        let (mut batch, debug, timed, dead) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
             if !me.timers.is_empty() {
-                let end_time = clock::monotonic() + me.clock_resolution;
+                let end_time = polled_at.unwrap_or_else(clock::monotonic) + me.clock_resolution;
                 let before = me.ready.len();
                 me.timers
                     .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
+                me.stats.timers_fired += (me.ready.len() - before) as u64;
                 for item in me.ready.range(before..) {
                     if let Ready::Handle(h) = item {
                         if let Ok(mut h) = h.bind(py).try_borrow_mut() {
@@ -720,24 +742,31 @@ impl LoopCore {
             let dead = (!me.graveyard.is_empty()).then(|| std::mem::take(&mut me.graveyard));
             let mut batch = std::mem::take(&mut me.spare);
             std::mem::swap(&mut batch, &mut me.ready);
-            (batch, me.debug, dead)
+            // Counted as run now; run_batch takes back what it leaves unrun.
+            me.stats.callbacks += batch.len() as u64;
+            me.stats.ready_max = me.stats.ready_max.max(batch.len());
+            (batch, me.debug, me.timing.is_some(), dead)
         };
         if let Some(dead) = dead {
             dead.iter().for_each(retrack);
         }
         if let Err(err) = polled {
             if err.kind() != std::io::ErrorKind::Interrupted {
-                slf.try_borrow_mut()?.ready = batch;
+                Self::unrun(slf, batch)?;
                 return Err(os_error(err));
             }
             // Ctrl-C while blocked: run the interpreter's signal handlers now.
             if let Err(err) = py.check_signals() {
-                slf.try_borrow_mut()?.ready = batch;
+                Self::unrun(slf, batch)?;
                 return Err(err);
             }
         }
         slf.try_borrow_mut()?.batching = true;
-        let outcome = Self::run_batch(slf, &mut batch, debug);
+        let outcome = if timed {
+            crate::metrics::run_batch_timed(slf, &mut batch)
+        } else {
+            Self::run_batch(slf, &mut batch, debug)
+        };
         let unflushed = {
             let mut me = slf.try_borrow_mut()?;
             // `batch` is empty now (or its rest went back to the ready queue): keep its
@@ -754,6 +783,15 @@ impl LoopCore {
         if check_signals {
             py.check_signals()?;
         }
+        Ok(())
+    }
+
+    /// Puts back a batch that did not run, uncounted.
+    #[cold]
+    fn unrun(slf: &Bound<'_, Self>, batch: ReadyQueue) -> PyResult<()> {
+        let mut me = slf.try_borrow_mut()?;
+        me.stats.callbacks -= batch.len() as u64;
+        me.ready = batch;
         Ok(())
     }
 
@@ -813,6 +851,7 @@ impl LoopCore {
             };
             if let Err(err) = result {
                 let mut me = slf.try_borrow_mut()?;
+                me.stats.callbacks -= batch.len() as u64;
                 while let Some(h) = batch.pop_back() {
                     me.ready.push_front(h);
                 }
@@ -871,6 +910,9 @@ impl LoopCore {
             pool_trim_at: 0.0,
             batching: false,
             unflushed: Vec::new(),
+            stats: Counters::default(),
+            timing: None,
+            slow_threshold: 0.1,
         })
     }
 
@@ -1332,6 +1374,43 @@ impl LoopCore {
         self.thread_id
     }
 
+    /// The numbers behind `metrics()`, which python/ferroloop/_metrics.py makes a snapshot of.
+    fn _metrics_raw<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if self.thread_id == Some(current_thread()) {
+            self.stats.take_io();
+        }
+        let fds = self.readers.len()
+            + self
+                .writers
+                .keys()
+                .filter(|fd| !self.readers.contains_key(fd))
+                .count();
+        let (pending, ready) = (self.timers.live_len(), self.ready.len());
+        crate::metrics::raw(py, self, pending, ready, fds)
+    }
+
+    /// Turns per-callback timing on or off (`Loop.set_timing`); off forgets what was recorded.
+    fn _set_timing(&mut self, enabled: bool) {
+        if enabled != self.timing.is_some() {
+            self.timing = enabled.then(Box::default);
+        }
+    }
+
+    fn get_timing(&self) -> bool {
+        self.timing.is_some()
+    }
+
+    /// asyncio's `slow_callback_duration` (seconds), which timing and debug mode compare with.
+    #[getter(slow_callback_duration)]
+    fn get_slow_callback_duration(&self) -> f64 {
+        self.slow_threshold
+    }
+
+    #[setter(slow_callback_duration)]
+    fn set_slow_callback_duration(&mut self, value: f64) {
+        self.slow_threshold = value;
+    }
+
     /// Number of ready handles and of scheduled timers (cancelled included), for tests and repr.
     fn _queue_sizes(&self) -> (usize, usize) {
         (self.ready.len(), self.timers.len())
@@ -1358,11 +1437,13 @@ impl LoopCore {
             ));
         }
         self.thread_id = Some(current_thread());
+        self.stats.run_started = Some(clock::monotonic());
         Ok(())
     }
 
     /// The end of asyncio's `run_forever`: not stopping, not running.
     fn _leave_run(&mut self) {
+        self.stats.leave_run(clock::monotonic());
         self.stopping = false;
         self.thread_id = None;
         // A stopped loop keeps no burst-sized pool (see HANDLE_POOL_IDLE); the handles are empty.

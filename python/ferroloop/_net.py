@@ -94,6 +94,9 @@ class Server(base_events.Server):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._clients = set()
+        servers = getattr(self._loop, "_metrics_servers", None)
+        if servers is not None:
+            servers.add(self)
         if not hasattr(self, "_active_count"):
             self._active_count = 0
 
