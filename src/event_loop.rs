@@ -356,6 +356,10 @@ impl LoopCore {
     /// Takes back a handle that just ran if nothing else references it (the usual case for the
     /// handles asyncio's Tasks and Futures schedule), so the next `call_soon` skips an allocation
     /// and a deallocation; otherwise just releases it.
+    // Inlined at both callers (run_batch and metrics::run_batch_timed): outlined, its
+    // thread-local accesses (PyO3's, in the Py drops) each became a __tls_get_addr call, +76
+    // instructions per callback on call_soon_chains_100 (callgrind).
+    #[inline(always)]
     pub(crate) fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
         let py = slf.py();
         // SAFETY: reads the reference count of a live object we hold a reference to.

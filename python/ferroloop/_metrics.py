@@ -21,7 +21,7 @@ import sys
 import time
 import weakref
 from asyncio import base_events, format_helpers
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from ._ferroloop import LoopCore, _histogram_bounds
 
@@ -146,7 +146,6 @@ class LoopMetrics:
     slow_callbacks: int | None = None
     callback_duration: Histogram | None = None
     lag: Histogram | None = None
-    _extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def run_seconds(self) -> float:
@@ -165,8 +164,6 @@ class LoopMetrics:
         values = {}
         for f in fields(self):
             name = f.name
-            if name == "_extra":
-                continue
             mine, theirs = getattr(self, name), getattr(other, name)
             if name in _LEVELS or mine is None:
                 values[name] = mine
@@ -181,8 +178,6 @@ class LoopMetrics:
         """The fields and ``busy_ratio``, histograms as dicts (for logging or JSON)."""
         out = {}
         for f in fields(self):
-            if f.name == "_extra":
-                continue
             value = getattr(self, f.name)
             if isinstance(value, Histogram):
                 value = {
@@ -509,6 +504,19 @@ def _final(loop) -> tuple[int, LoopMetrics, list, float]:
         list(loop._slowest or ()),
         loop.slow_callback_duration,
     )
+
+
+def _forget_in_child() -> None:
+    """A forked child reports its own loops, not the parent's it inherited."""
+    global _stats_registered, _stats_loops
+    _stats_done.clear()
+    _stats_loops = weakref.WeakSet()
+    # Registered again with the child's first loop: multiprocessing clears its finalizers in a
+    # child it starts, and that child leaves through os._exit.
+    _stats_registered = False
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _ms(seconds: float) -> str:
