@@ -41,7 +41,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
-use crate::metrics::{Counters, Timing};
+use crate::metrics::{BatchTimer, Counters, Timing};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -356,11 +356,7 @@ impl LoopCore {
     /// Takes back a handle that just ran if nothing else references it (the usual case for the
     /// handles asyncio's Tasks and Futures schedule), so the next `call_soon` skips an allocation
     /// and a deallocation; otherwise just releases it.
-    // Inlined at both callers (run_batch and metrics::run_batch_timed): outlined, its
-    // thread-local accesses (PyO3's, in the Py drops) each became a __tls_get_addr call, +76
-    // instructions per callback on call_soon_chains_100 (callgrind).
-    #[inline(always)]
-    pub(crate) fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
+    fn recycle(slf: &Bound<'_, Self>, handle: Py<Handle>) -> PyResult<()> {
         let py = slf.py();
         // SAFETY: reads the reference count of a live object we hold a reference to.
         let only_ours = unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) } == 1;
@@ -766,11 +762,7 @@ impl LoopCore {
             }
         }
         slf.try_borrow_mut()?.batching = true;
-        let outcome = if timed {
-            crate::metrics::run_batch_timed(slf, &mut batch)
-        } else {
-            Self::run_batch(slf, &mut batch, debug)
-        };
+        let outcome = Self::run_batch(slf, &mut batch, debug, timed);
         let unflushed = {
             let mut me = slf.try_borrow_mut()?;
             // `batch` is empty now (or its rest went back to the ready queue): keep its
@@ -836,22 +828,56 @@ impl LoopCore {
 
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
     /// put back at the front of the ready queue, as asyncio pops handles one at a time.
-    fn run_batch(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>, debug: bool) -> PyResult<()> {
+    ///
+    /// With `timed` (`set_timing(True)`), each entry is timed by a `BatchTimer` (metrics.rs),
+    /// which also stands for debug mode's slow-callback log: one report per slow callback.
+    fn run_batch(
+        slf: &Bound<'_, Self>,
+        batch: &mut VecDeque<Ready>,
+        debug: bool,
+        timed: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
+        let mut timer = if timed {
+            Some(BatchTimer::start(slf)?)
+        } else {
+            None
+        };
         while let Some(item) = batch.pop_front() {
+            if let Some(timer) = &mut timer {
+                timer.before(py, &item);
+            }
             let result = match item {
                 Ready::Handle(handle) => {
-                    let result = if debug {
+                    let result = if debug && timer.is_none() {
                         Self::run_handle_debug(slf, handle.bind(py))
                     } else {
                         run_handle(py, handle.bind(py))
+                    };
+                    let result = match &mut timer {
+                        Some(timer) => {
+                            timer.after(slf, handle.bind(py).as_any(), "callback", result)
+                        }
+                        None => result,
                     };
                     // Released (or recycled) here, with nothing borrowed: the handle may hold
                     // the last reference to objects with finalizers.
                     result.and(Self::recycle(slf, handle))
                 }
-                Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
-                Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
+                Ready::Read(t) => {
+                    let result = SocketTransportCore::dispatch(t.bind(py), false);
+                    match &mut timer {
+                        Some(timer) => timer.after(slf, t.bind(py).as_any(), "read", result),
+                        None => result,
+                    }
+                }
+                Ready::Write(t) => {
+                    let result = SocketTransportCore::dispatch(t.bind(py), true);
+                    match &mut timer {
+                        Some(timer) => timer.after(slf, t.bind(py).as_any(), "write", result),
+                        None => result,
+                    }
+                }
             };
             if let Err(err) = result {
                 let mut me = slf.try_borrow_mut()?;

@@ -22,7 +22,6 @@
 //! `ferroloop_core::histogram`: fixed log-linear buckets, nothing allocated per event.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 
 use ferroloop_core::clock;
 use ferroloop_core::histogram::{bucket_bounds, Histogram, BUCKETS};
@@ -31,9 +30,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::event_loop::LoopCore;
-use crate::handles::run_handle;
 use crate::ready::Ready;
-use crate::transport::SocketTransportCore;
 
 thread_local! {
     static BYTES_READ: Cell<u64> = const { Cell::new(0) };
@@ -164,79 +161,81 @@ pub(crate) fn _histogram_bounds(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     PyList::new(py, (0..BUCKETS).map(|i| bucket_bounds(i).1 as f64 * 1e-9))
 }
 
-/// `LoopCore::run_batch` with each entry timed: its duration and its lag go to the histograms,
-/// and one that took `slow_callback_duration` or more is counted and reported to
-/// `Loop._report_slow_callback` (python/ferroloop/_metrics.py) while the handle still holds its
-/// callback. The first entry starts when the batch does; each next one when the previous ended,
-/// so one clock read per entry.
+/// Times the entries of one batch for `LoopCore::run_batch`: durations and lag go to the
+/// histograms, and an entry that took `slow_callback_duration` or more is counted and reported
+/// to `Loop._report_slow_callback` (python/ferroloop/_metrics.py) while its handle still holds
+/// its callback. The first entry starts when the batch does, each next one when the previous
+/// ended: one clock read per entry.
 ///
-/// Debug mode's own slow-callback log (`run_handle_debug`) is not used here: the report stands
-/// for it, so that a slow callback makes one line, not two.
-// Not inlined into its one caller, run_once: grown by it, run_once stopped inlining the drops
-// of recycled handles' contents (each then a call with its own __tls_get_addr lookups: +66
-// instructions per callback on call_soon_chains_100 with timing off, callgrind).
-#[inline(never)]
-pub(crate) fn run_batch_timed(
-    slf: &Bound<'_, LoopCore>,
-    batch: &mut VecDeque<Ready>,
-) -> PyResult<()> {
-    let py = slf.py();
-    let began = clock::monotonic();
-    let mut start = began;
-    let threshold = slf.try_borrow()?.slow_threshold;
-    while let Some(item) = batch.pop_front() {
-        // A timer is due at its deadline; anything else when its iteration began running.
-        let due = match &item {
+/// Its methods are never inlined: run_batch must stay as small as it was without timing, or
+/// LLVM stops inlining the drops of recycled handles there (each then a call doing its own
+/// `__tls_get_addr` lookups: +66 instructions per callback on call_soon_chains_100, callgrind).
+pub(crate) struct BatchTimer {
+    began: f64,
+    start: f64,
+    due: f64,
+    threshold: f64,
+}
+
+impl BatchTimer {
+    #[inline(never)]
+    pub fn start(slf: &Bound<'_, LoopCore>) -> PyResult<BatchTimer> {
+        let threshold = slf.try_borrow()?.slow_threshold;
+        let now = clock::monotonic();
+        Ok(BatchTimer {
+            began: now,
+            start: now,
+            due: now,
+            threshold,
+        })
+    }
+
+    /// A timer is due at its deadline; anything else when its batch began.
+    #[inline(never)]
+    pub fn before(&mut self, py: Python<'_>, item: &Ready) {
+        self.due = match item {
             Ready::Handle(h) => match h.bind(py).try_borrow() {
                 Ok(h) if h.when != 0.0 => h.when,
-                _ => began,
+                _ => self.began,
             },
-            _ => began,
+            _ => self.began,
         };
-        let result = match &item {
-            Ready::Handle(handle) => run_handle(py, handle.bind(py)),
-            Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
-            Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
-        };
+    }
+
+    /// Records what `what` (a handle, or a transport for "read"/"write") just took.
+    #[inline(never)]
+    pub fn after(
+        &mut self,
+        slf: &Bound<'_, LoopCore>,
+        what: &Bound<'_, PyAny>,
+        kind: &str,
+        result: PyResult<()>,
+    ) -> PyResult<()> {
         let end = clock::monotonic();
-        let took = end - start;
-        let slow = took >= threshold;
+        let took = end - self.start;
+        let slow = took >= self.threshold;
         if let Some(timing) = slf.try_borrow_mut()?.timing.as_mut() {
             timing.durations.record(took);
-            timing.lag.record(start - due);
+            timing.lag.record(self.start - self.due);
             timing.slow += slow as u64;
         }
+        let started = self.start;
+        self.start = end;
+        if !slow {
+            return result;
+        }
         let result = result.and_then(|()| {
-            if !slow {
-                return Ok(());
-            }
-            let (what, kind) = match &item {
-                Ready::Handle(h) => (h.bind(py).as_any(), "callback"),
-                Ready::Read(t) => (t.bind(py).as_any(), "read"),
-                Ready::Write(t) => (t.bind(py).as_any(), "write"),
-            };
+            let py = slf.py();
             slf.call_method1(
                 intern!(py, "_report_slow_callback"),
-                (what, kind, took, start),
+                (what, kind, took, started),
             )
             .map(drop)
         });
-        let result = match item {
-            Ready::Handle(handle) => result.and(LoopCore::recycle(slf, handle)),
-            _ => result,
-        };
-        // A report ran Python code that is no callback's.
-        start = if slow { clock::monotonic() } else { end };
-        if let Err(err) = result {
-            let mut me = slf.try_borrow_mut()?;
-            me.stats.callbacks -= batch.len() as u64;
-            while let Some(h) = batch.pop_back() {
-                me.ready.push_front(h);
-            }
-            return Err(err);
-        }
+        // The report ran Python code that is no callback's.
+        self.start = clock::monotonic();
+        result
     }
-    Ok(())
 }
 
 #[cfg(test)]
