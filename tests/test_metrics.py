@@ -14,9 +14,8 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 import ferroloop
+import pytest
 from ferroloop import Histogram, LoopMetrics, SlowCallback
 
 pytestmark = pytest.mark.timeout(60)

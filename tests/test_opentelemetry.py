@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
+import ferroloop.opentelemetry as ferro_otel  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -16,8 +17,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
-
-import ferroloop.opentelemetry as ferro_otel  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,7 +44,7 @@ def test_instruments_report_the_loops_counters(ferro):
     n = 50
 
     async def main():
-        for i in range(n):
+        for _ in range(n):
             ferro.call_soon(lambda: None)
         ferro.call_later(0.001, lambda: None)
         await asyncio.sleep(0.01)

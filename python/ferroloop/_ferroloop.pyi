@@ -226,4 +226,5 @@ def _sock_recv_into_nowait(sock: socket.socket, buf: Any) -> int | None:
 # Loop's call_soon and call_soon_threadsafe (method descriptors of LoopCore, see src/fastcall.rs).
 _call_soon_fastcall: Callable[..., asyncio.Handle]
 _call_soon_threadsafe_fastcall: Callable[..., asyncio.Handle]
+
 def _histogram_bounds() -> list[float]: ...

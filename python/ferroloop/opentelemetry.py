@@ -263,9 +263,7 @@ def _attributes(report: SlowCallback) -> dict:
     if report.task_name is not None:
         attributes["ferroloop.task.name"] = report.task_name
     if report.coro is not None:
-        attributes["ferroloop.task.coro"] = getattr(
-            report.coro, "__qualname__", repr(report.coro)
-        )
+        attributes["ferroloop.task.coro"] = getattr(report.coro, "__qualname__", repr(report.coro))
     if report.stack:
         attributes["code.stacktrace"] = "\n".join(report.stack)
     if report.method is not None:
