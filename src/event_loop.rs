@@ -838,27 +838,26 @@ impl LoopCore {
         timed: bool,
     ) -> PyResult<()> {
         let py = slf.py();
-        let mut timer = if timed {
-            Some(BatchTimer::start(slf)?)
-        } else {
-            None
-        };
+        // `timed` stays in a register: the untimed loop pays a test per hook, nothing more.
+        let mut timer = BatchTimer::IDLE;
+        if timed {
+            timer = BatchTimer::start(slf)?;
+        }
         while let Some(item) = batch.pop_front() {
-            if let Some(timer) = &mut timer {
+            if timed {
                 timer.before(py, &item);
             }
             let result = match item {
                 Ready::Handle(handle) => {
-                    let result = if debug && timer.is_none() {
+                    let result = if debug && !timed {
                         Self::run_handle_debug(slf, handle.bind(py))
                     } else {
                         run_handle(py, handle.bind(py))
                     };
-                    let result = match &mut timer {
-                        Some(timer) => {
-                            timer.after(slf, handle.bind(py).as_any(), "callback", result)
-                        }
-                        None => result,
+                    let result = if timed {
+                        timer.after(slf, handle.bind(py).as_any(), "callback", result)
+                    } else {
+                        result
                     };
                     // Released (or recycled) here, with nothing borrowed: the handle may hold
                     // the last reference to objects with finalizers.
@@ -866,16 +865,18 @@ impl LoopCore {
                 }
                 Ready::Read(t) => {
                     let result = SocketTransportCore::dispatch(t.bind(py), false);
-                    match &mut timer {
-                        Some(timer) => timer.after(slf, t.bind(py).as_any(), "read", result),
-                        None => result,
+                    if timed {
+                        timer.after(slf, t.bind(py).as_any(), "read", result)
+                    } else {
+                        result
                     }
                 }
                 Ready::Write(t) => {
                     let result = SocketTransportCore::dispatch(t.bind(py), true);
-                    match &mut timer {
-                        Some(timer) => timer.after(slf, t.bind(py).as_any(), "write", result),
-                        None => result,
+                    if timed {
+                        timer.after(slf, t.bind(py).as_any(), "write", result)
+                    } else {
+                        result
                     }
                 }
             };

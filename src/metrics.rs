@@ -178,6 +178,14 @@ pub(crate) struct BatchTimer {
 }
 
 impl BatchTimer {
+    /// What the untimed batch carries: never read.
+    pub const IDLE: BatchTimer = BatchTimer {
+        began: 0.0,
+        start: 0.0,
+        due: 0.0,
+        threshold: f64::INFINITY,
+    };
+
     #[inline(never)]
     pub fn start(slf: &Bound<'_, LoopCore>) -> PyResult<BatchTimer> {
         let threshold = slf.try_borrow()?.slow_threshold;
