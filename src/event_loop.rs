@@ -41,7 +41,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Handle, TimerHandle};
-use crate::metrics::{BatchTimer, Counters, Timing};
+use crate::metrics::{self, Counters, Timing};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -829,7 +829,7 @@ impl LoopCore {
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
     /// put back at the front of the ready queue, as asyncio pops handles one at a time.
     ///
-    /// With `timed` (`set_timing(True)`), each entry is timed by a `BatchTimer` (metrics.rs),
+    /// With `timed` (`set_timing(True)`), each entry is timed (metrics.rs, `entry_ended`),
     /// which also stands for debug mode's slow-callback log: one report per slow callback.
     fn run_batch(
         slf: &Bound<'_, Self>,
@@ -838,46 +838,48 @@ impl LoopCore {
         timed: bool,
     ) -> PyResult<()> {
         let py = slf.py();
-        // `timed` stays in a register: the untimed loop pays a test per hook, nothing more.
-        let mut timer = BatchTimer::IDLE;
+        // Timing's state is the loop's (metrics.rs), not a local: the untimed loop pays a test
+        // of `timed` per hook and nothing else (a local timer, or a result passed through it,
+        // cost 10-15 instructions per callback).
         if timed {
-            timer = BatchTimer::start(slf)?;
+            metrics::batch_began(slf)?;
         }
         while let Some(item) = batch.pop_front() {
             if timed {
-                timer.before(py, &item);
+                metrics::entry_begins(slf, &item);
             }
             let result = match item {
                 Ready::Handle(handle) => {
-                    let result = if debug && !timed {
+                    let mut result = if debug && !timed {
                         Self::run_handle_debug(slf, handle.bind(py))
                     } else {
                         run_handle(py, handle.bind(py))
                     };
-                    let result = if timed {
-                        timer.after(slf, handle.bind(py).as_any(), "callback", result)
-                    } else {
-                        result
-                    };
+                    if timed {
+                        metrics::entry_ended(
+                            slf,
+                            handle.bind(py).as_any(),
+                            "callback",
+                            &mut result,
+                        );
+                    }
                     // Released (or recycled) here, with nothing borrowed: the handle may hold
                     // the last reference to objects with finalizers.
                     result.and(Self::recycle(slf, handle))
                 }
                 Ready::Read(t) => {
-                    let result = SocketTransportCore::dispatch(t.bind(py), false);
+                    let mut result = SocketTransportCore::dispatch(t.bind(py), false);
                     if timed {
-                        timer.after(slf, t.bind(py).as_any(), "read", result)
-                    } else {
-                        result
+                        metrics::entry_ended(slf, t.bind(py).as_any(), "read", &mut result);
                     }
+                    result
                 }
                 Ready::Write(t) => {
-                    let result = SocketTransportCore::dispatch(t.bind(py), true);
+                    let mut result = SocketTransportCore::dispatch(t.bind(py), true);
                     if timed {
-                        timer.after(slf, t.bind(py).as_any(), "write", result)
-                    } else {
-                        result
+                        metrics::entry_ended(slf, t.bind(py).as_any(), "write", &mut result);
                     }
+                    result
                 }
             };
             if let Err(err) = result {

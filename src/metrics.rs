@@ -109,6 +109,12 @@ pub(crate) struct Timing {
     /// iteration began running callbacks.
     pub lag: Histogram,
     pub slow: u64,
+    /// The running batch: when it began, when the current entry started and was due, and
+    /// `slow_callback_duration` as the batch found it.
+    pub began: f64,
+    pub start: f64,
+    pub due: f64,
+    pub threshold: f64,
 }
 
 fn histogram<'py>(py: Python<'py>, h: &Histogram) -> PyResult<Bound<'py, PyDict>> {
@@ -161,88 +167,85 @@ pub(crate) fn _histogram_bounds(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     PyList::new(py, (0..BUCKETS).map(|i| bucket_bounds(i).1 as f64 * 1e-9))
 }
 
-/// Times the entries of one batch for `LoopCore::run_batch`: durations and lag go to the
-/// histograms, and an entry that took `slow_callback_duration` or more is counted and reported
-/// to `Loop._report_slow_callback` (python/ferroloop/_metrics.py) while its handle still holds
-/// its callback. The first entry starts when the batch does, each next one when the previous
-/// ended: one clock read per entry.
-///
-/// Its methods are never inlined: run_batch must stay as small as it was without timing, or
-/// LLVM stops inlining the drops of recycled handles there (each then a call doing its own
-/// `__tls_get_addr` lookups: +66 instructions per callback on call_soon_chains_100, callgrind).
-pub(crate) struct BatchTimer {
-    began: f64,
-    start: f64,
-    due: f64,
-    threshold: f64,
+// The hooks `LoopCore::run_batch` calls with timing on. An entry that took
+// `slow_callback_duration` or more is counted and reported to `Loop._report_slow_callback`
+// (python/ferroloop/_metrics.py) while its handle still holds its callback. The first entry
+// starts when the batch does, each next one when the previous ended: one clock read per entry.
+//
+// Never inlined: run_batch must stay as small as it was without timing, or LLVM stops inlining
+// the drops of recycled handles there (each then a call doing its own `__tls_get_addr` lookups:
+// +66 instructions per callback on call_soon_chains_100 with timing off, callgrind).
+
+#[inline(never)]
+pub(crate) fn batch_began(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let mut me = slf.try_borrow_mut()?;
+    let threshold = me.slow_threshold;
+    if let Some(t) = me.timing.as_mut() {
+        let now = clock::monotonic();
+        t.began = now;
+        t.start = now;
+        t.threshold = threshold;
+    }
+    Ok(())
 }
 
-impl BatchTimer {
-    /// What the untimed batch carries: never read.
-    pub const IDLE: BatchTimer = BatchTimer {
-        began: 0.0,
-        start: 0.0,
-        due: 0.0,
-        threshold: f64::INFINITY,
+/// A timer is due at its deadline; anything else when its batch began.
+#[inline(never)]
+pub(crate) fn entry_begins(slf: &Bound<'_, LoopCore>, item: &Ready) {
+    let when = match item {
+        Ready::Handle(h) => h.bind(slf.py()).try_borrow().map_or(0.0, |h| h.when),
+        _ => 0.0,
     };
-
-    #[inline(never)]
-    pub fn start(slf: &Bound<'_, LoopCore>) -> PyResult<BatchTimer> {
-        let threshold = slf.try_borrow()?.slow_threshold;
-        let now = clock::monotonic();
-        Ok(BatchTimer {
-            began: now,
-            start: now,
-            due: now,
-            threshold,
-        })
+    if let Ok(mut me) = slf.try_borrow_mut() {
+        if let Some(t) = me.timing.as_mut() {
+            t.due = if when != 0.0 { when } else { t.began };
+        }
     }
+}
 
-    /// A timer is due at its deadline; anything else when its batch began.
-    #[inline(never)]
-    pub fn before(&mut self, py: Python<'_>, item: &Ready) {
-        self.due = match item {
-            Ready::Handle(h) => match h.bind(py).try_borrow() {
-                Ok(h) if h.when != 0.0 => h.when,
-                _ => self.began,
-            },
-            _ => self.began,
+/// Records what `what` (a handle, or a transport for "read"/"write") just took; a failing
+/// report (only KeyboardInterrupt or SystemExit leave the Python side) becomes `result`.
+#[inline(never)]
+pub(crate) fn entry_ended(
+    slf: &Bound<'_, LoopCore>,
+    what: &Bound<'_, PyAny>,
+    kind: &str,
+    result: &mut PyResult<()>,
+) {
+    let end = clock::monotonic();
+    let (took, started) = {
+        let Ok(mut me) = slf.try_borrow_mut() else {
+            return;
         };
+        let Some(t) = me.timing.as_mut() else {
+            return;
+        };
+        let took = end - t.start;
+        let started = t.start;
+        t.start = end;
+        t.durations.record(took);
+        t.lag.record(started - t.due);
+        if took < t.threshold {
+            return;
+        }
+        t.slow += 1;
+        (took, started)
+    };
+    if result.is_err() {
+        return;
     }
-
-    /// Records what `what` (a handle, or a transport for "read"/"write") just took.
-    #[inline(never)]
-    pub fn after(
-        &mut self,
-        slf: &Bound<'_, LoopCore>,
-        what: &Bound<'_, PyAny>,
-        kind: &str,
-        result: PyResult<()>,
-    ) -> PyResult<()> {
-        let end = clock::monotonic();
-        let took = end - self.start;
-        let slow = took >= self.threshold;
-        if let Some(timing) = slf.try_borrow_mut()?.timing.as_mut() {
-            timing.durations.record(took);
-            timing.lag.record(self.start - self.due);
-            timing.slow += slow as u64;
+    let py = slf.py();
+    if let Err(err) = slf.call_method1(
+        intern!(py, "_report_slow_callback"),
+        (what, kind, took, started),
+    ) {
+        *result = Err(err);
+    }
+    // The report ran Python code that is no callback's.
+    if let Ok(mut me) = slf.try_borrow_mut() {
+        if let Some(t) = me.timing.as_mut() {
+            t.start = clock::monotonic();
         }
-        let started = self.start;
-        self.start = end;
-        if !slow {
-            return result;
-        }
-        let result = result.and_then(|()| {
-            let py = slf.py();
-            slf.call_method1(
-                intern!(py, "_report_slow_callback"),
-                (what, kind, took, started),
-            )
-            .map(drop)
-        });
-        // The report ran Python code that is no callback's.
-        self.start = clock::monotonic();
-        result
     }
 }
 
