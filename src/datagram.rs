@@ -227,6 +227,7 @@ impl DatagramReader {
                 if n < 0 {
                     Err(std::io::Error::last_os_error())
                 } else {
+                    crate::metrics::count_read(n as usize);
                     Ok(PyBytes::new(py, &buf[..n as usize]))
                 }
             })
@@ -277,6 +278,7 @@ impl DatagramReader {
             send_to(self.fd, data, sender)
         };
         if sent >= 0 {
+            crate::metrics::count_written(sent as usize);
             return Ok(true);
         }
         let err = std::io::Error::last_os_error();

@@ -42,6 +42,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyModule, PyTuple};
 
 use crate::errors::os_error;
 use crate::handles::{has_weakrefs, retrack, run_handle, Args, Handle, TimerHandle};
+use crate::metrics::{self, Counters, Timing};
 use crate::ready::{Ready, ReadyQueue, Watcher};
 use crate::transport::SocketTransportCore;
 
@@ -248,7 +249,7 @@ fn check_callback_slow(callback: &Bound<'_, PyAny>, method: &str, debug: bool) -
 
 #[pyclass(module = "ferroloop._ferroloop", subclass)]
 pub struct LoopCore {
-    ready: ReadyQueue,
+    pub(crate) ready: ReadyQueue,
     /// The buffer the previous batch ran from, kept to reuse its capacity.
     spare: ReadyQueue,
     timers: TimerHeap<Py<Handle>>,
@@ -297,6 +298,10 @@ pub struct LoopCore {
     /// The last iteration polled and then ran nothing but native transports' readiness: the
     /// next one need not poll again before running what those scheduled (see `run_once`).
     just_polled_io: bool,
+    /// `metrics()`'s counters (metrics.rs).
+    pub(crate) stats: Counters,
+    /// Per-callback timing, while `set_timing(True)` has it on (metrics.rs).
+    pub(crate) timing: Option<Box<Timing>>,
 }
 
 impl LoopCore {
@@ -617,7 +622,10 @@ impl LoopCore {
                         }
                         stale = true;
                     }
-                    Some(w) => self.ready.push_back(w.ready(py, write)),
+                    Some(w) => {
+                        self.ready.push_back(w.ready(py, write));
+                        self.stats.io_events += 1;
+                    }
                     None => stale = true,
                 }
             }
@@ -642,9 +650,12 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut budget = INBOX_BUDGET;
+        // When a poll that may block began (the clock read the timeout needed anyway).
+        let mut blocking_since = 0.0;
         let (poll, check_signals) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
+            me.stats.iterations += 1;
             me.signal_countdown -= 1;
             let check_signals = me.signal_countdown == 0;
             if check_signals {
@@ -669,6 +680,7 @@ impl LoopCore {
                 }
             } else {
                 let now = clock::monotonic();
+                blocking_since = now;
                 // About to block: give back what the pool grew to for a burst, at most once a
                 // second so that a flood, which empties the ready queue between its bursts, keeps
                 // it. The handles are empty: dropping them runs no Python code.
@@ -700,6 +712,8 @@ impl LoopCore {
             (poll, check_signals)
         };
         let poll_ran = poll.is_some();
+        // When a blocking poll returned: the time the timers below are compared with.
+        let mut polled_at = None;
         let polled = match poll {
             None => Ok(()),
             Some((mut poller, timeout)) => {
@@ -707,23 +721,29 @@ impl LoopCore {
                     poller.reactor.poll(&mut poller.events, timeout)
                 } else {
                     let p = &mut *poller;
-                    py.detach(|| p.reactor.poll(&mut p.events, timeout))
+                    let polled = py.detach(|| p.reactor.poll(&mut p.events, timeout));
+                    polled_at = Some(clock::monotonic());
+                    polled
                 };
                 let mut me = slf.try_borrow_mut()?;
+                if let Some(t) = polled_at {
+                    me.stats.blocked += t - blocking_since;
+                }
                 me.queue_events(py, &mut poller);
                 me.poller = Some(poller);
                 polled
             }
         };
         // Expired timers, the inbox again, and the batch to run, in one borrow.
-        let (mut batch, debug, dead) = {
+        let (mut batch, debug, timed, dead) = {
             let mut me = slf.try_borrow_mut()?;
             let me = &mut *me;
             if !me.timers.is_empty() {
-                let end_time = clock::monotonic() + me.clock_resolution;
+                let end_time = polled_at.unwrap_or_else(clock::monotonic) + me.clock_resolution;
                 let before = me.ready.len();
                 me.timers
                     .pop_due(end_time, is_cancelled(py), &mut me.ready, &mut me.graveyard);
+                me.stats.timers_fired += (me.ready.len() - before) as u64;
                 for item in me.ready.range(before..) {
                     if let Ready::Handle(h) = item {
                         if let Ok(mut h) = h.bind(py).try_borrow_mut() {
@@ -747,7 +767,10 @@ impl LoopCore {
             me.just_polled_io = poll_ran
                 && !batch.is_empty()
                 && batch.iter().all(|item| !matches!(item, Ready::Handle(_)));
-            (batch, me.debug, dead)
+            // Counted as run now; run_batch takes back what it leaves unrun.
+            me.stats.callbacks += batch.len() as u64;
+            me.stats.ready_max = me.stats.ready_max.max(batch.len());
+            (batch, me.debug, me.timing.is_some(), dead)
         };
         if let Some(dead) = dead {
             dead.iter().for_each(retrack);
@@ -760,13 +783,12 @@ impl LoopCore {
                 py.check_signals().err()
             };
             if let Some(err) = err {
-                let mut me = slf.try_borrow_mut()?;
-                me.ready = batch;
-                me.batching = false;
+                slf.try_borrow_mut()?.batching = false;
+                Self::unrun(slf, batch)?;
                 return Err(err);
             }
         }
-        let outcome = Self::run_batch(slf, &mut batch, debug);
+        let outcome = Self::run_batch(slf, &mut batch, debug, timed);
         let unflushed = {
             let mut me = slf.try_borrow_mut()?;
             // `batch` is empty now (or its rest went back to the ready queue): keep its
@@ -787,6 +809,15 @@ impl LoopCore {
         if check_signals {
             py.check_signals()?;
         }
+        Ok(())
+    }
+
+    /// Puts back a batch that did not run, uncounted.
+    #[cold]
+    fn unrun(slf: &Bound<'_, Self>, batch: ReadyQueue) -> PyResult<()> {
+        let mut me = slf.try_borrow_mut()?;
+        me.stats.callbacks -= batch.len() as u64;
+        me.ready = batch;
         Ok(())
     }
 
@@ -825,27 +856,66 @@ impl LoopCore {
 
     /// Runs `batch` in order. On an error (only what leaves `run_forever`), what did not run is
     /// put back at the front of the ready queue, as asyncio pops handles one at a time.
-    fn run_batch(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>, debug: bool) -> PyResult<()> {
+    ///
+    /// With `timed` (`set_timing(True)`), each entry is timed (metrics.rs, `entry_ended`),
+    /// which also stands for debug mode's slow-callback log: one report per slow callback.
+    fn run_batch(
+        slf: &Bound<'_, Self>,
+        batch: &mut VecDeque<Ready>,
+        debug: bool,
+        timed: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
+        // Timing's state is the loop's (metrics.rs), not a local: the untimed loop pays a test
+        // of `timed` per hook and nothing else (a local timer, or a result passed through it,
+        // cost 10-15 instructions per callback).
+        if timed {
+            metrics::batch_began(slf)?;
+        }
+        let debug_untimed = debug && !timed;
         while let Some(item) = batch.pop_front() {
+            if timed {
+                metrics::entry_begins(slf, &item);
+            }
             let result = match item {
                 Ready::Handle(handle) => {
-                    let result = if debug {
+                    let mut result = if debug_untimed {
                         Self::run_handle_debug(slf, handle.bind(py))
                     } else {
                         run_handle(py, handle.bind(py))
                     };
+                    if timed {
+                        metrics::entry_ended(
+                            slf,
+                            handle.bind(py).as_any(),
+                            "callback",
+                            &mut result,
+                        );
+                    }
                     // Released (or recycled) here, with nothing borrowed: the handle may hold
                     // the last reference to objects with finalizers.
                     result.and(Self::recycle(slf, handle))
                 }
-                Ready::Read(t) if debug => Self::dispatch_debug(slf, t.bind(py), false),
-                Ready::Write(t) if debug => Self::dispatch_debug(slf, t.bind(py), true),
-                Ready::Read(t) => SocketTransportCore::dispatch(t.bind(py), false),
-                Ready::Write(t) => SocketTransportCore::dispatch(t.bind(py), true),
+                Ready::Read(t) if debug_untimed => Self::dispatch_debug(slf, t.bind(py), false),
+                Ready::Write(t) if debug_untimed => Self::dispatch_debug(slf, t.bind(py), true),
+                Ready::Read(t) => {
+                    let mut result = SocketTransportCore::dispatch(t.bind(py), false);
+                    if timed {
+                        metrics::entry_ended(slf, t.bind(py).as_any(), "read", &mut result);
+                    }
+                    result
+                }
+                Ready::Write(t) => {
+                    let mut result = SocketTransportCore::dispatch(t.bind(py), true);
+                    if timed {
+                        metrics::entry_ended(slf, t.bind(py).as_any(), "write", &mut result);
+                    }
+                    result
+                }
             };
             if let Err(err) = result {
                 let mut me = slf.try_borrow_mut()?;
+                me.stats.callbacks -= batch.len() as u64;
                 while let Some(h) = batch.pop_back() {
                     me.ready.push_front(h);
                 }
@@ -1063,6 +1133,8 @@ impl LoopCore {
             unflushed: Vec::new(),
             future_kwargs: None,
             just_polled_io: false,
+            stats: Counters::default(),
+            timing: None,
         })
     }
 
@@ -1470,6 +1542,32 @@ impl LoopCore {
         self.thread_id
     }
 
+    /// The numbers behind `metrics()`, which python/ferroloop/_metrics.py makes a snapshot of.
+    fn _metrics_raw<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if self.thread_id == Some(current_thread()) {
+            self.stats.take_io();
+        }
+        let fds = self.readers.len()
+            + self
+                .writers
+                .keys()
+                .filter(|fd| !self.readers.contains_key(fd))
+                .count();
+        let (pending, ready) = (self.timers.live_len(), self.ready.len());
+        crate::metrics::raw(py, self, pending, ready, fds)
+    }
+
+    /// Turns per-callback timing on or off (`Loop.set_timing`); off forgets what was recorded.
+    fn _set_timing(&mut self, enabled: bool) {
+        if enabled != self.timing.is_some() {
+            self.timing = enabled.then(Box::default);
+        }
+    }
+
+    fn get_timing(&self) -> bool {
+        self.timing.is_some()
+    }
+
     /// Number of ready handles and of scheduled timers (cancelled included), for tests and repr.
     fn _queue_sizes(&self) -> (usize, usize) {
         (self.ready.len(), self.timers.len())
@@ -1496,11 +1594,13 @@ impl LoopCore {
             ));
         }
         self.thread_id = Some(current_thread());
+        self.stats.run_started = Some(clock::monotonic());
         Ok(())
     }
 
     /// The end of asyncio's `run_forever`: not stopping, not running.
     fn _leave_run(&mut self) {
+        self.stats.leave_run(clock::monotonic());
         self.stopping = false;
         self.thread_id = None;
         // A stopped loop keeps no burst-sized pool (see HANDLE_POOL_IDLE); the handles are empty.

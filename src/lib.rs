@@ -9,6 +9,7 @@ mod errors;
 mod event_loop;
 mod fastcall;
 mod handles;
+mod metrics;
 mod ready;
 mod sock;
 mod sslproto;
@@ -42,6 +43,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sslproto::SSLProtocolCore>()?;
     m.add_function(wrap_pyfunction!(sslproto::_ssl_app_write_descriptor, m)?)?;
     m.add_function(wrap_pyfunction!(sock::_sock_recv_nowait, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::_histogram_bounds, m)?)?;
     m.add_function(wrap_pyfunction!(sock::_sock_recv_into_nowait, m)?)?;
     m.add(
         "_call_soon_fastcall",

@@ -143,6 +143,7 @@ fn send2(fd: RawFd, first: &[u8], second: &[u8]) -> std::io::Result<usize> {
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {
+        crate::metrics::count_written(n as usize);
         Ok(n as usize)
     }
 }
@@ -161,6 +162,7 @@ fn send(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {
+        crate::metrics::count_written(n as usize);
         Ok(n as usize)
     }
 }
@@ -781,6 +783,7 @@ impl SocketTransportCore {
         };
         let data = match received {
             Ok(data) => {
+                crate::metrics::count_read(data.as_bytes().len());
                 let now_bulk = data.as_bytes().len() >= BULK_READ_THRESHOLD;
                 if now_bulk != bulk {
                     slf.try_borrow_mut()?.bulk = now_bulk;
@@ -858,7 +861,10 @@ impl SocketTransportCore {
         // meanwhile, so ownership is checked here, right before the read.
         let received = slf.try_borrow()?.io_fd().and_then(|fd| recv(fd, ptr, len));
         let nbytes = match received {
-            Ok(n) => n,
+            Ok(n) => {
+                crate::metrics::count_read(n);
+                n
+            }
             Err(err) if would_block(&err) => return Ok(()),
             Err(err) => {
                 drop(view);

@@ -180,6 +180,7 @@ def child_env(extra=None):
     env.pop("PYTHONASYNCIODEBUG", None)
     env.pop("PYTHONDEVMODE", None)
     env.pop("FERROLOOP_INSTALL", None)
+    env.pop("FERROLOOP_STATS", None)
     if extra:
         env.update(extra)
     return env

@@ -303,13 +303,15 @@ def test_every_watched_module_has_a_patch():
 def test_help_says_what_it_does(run_python, flag):
     proc = run_python([*RUNNER, flag])
     assert proc.returncode == 0
-    assert proc.stdout.startswith("usage: python -m ferroloop script.py")
+    assert proc.stdout.startswith("usage: python -m ferroloop [--stats] script.py")
     for words in (
         "uvicorn --loop auto",
         "hypercorn -k asyncio",
         "granian",
         "daphne",
         "multiprocessing's spawn and forkserver",
+        "--stats prints a summary",
+        "FERROLOOP_STATS=1",
         "FERROLOOP_INSTALL=defaults",
         "FERROLOOP_INSTALL=0",
         "one line on stderr",

@@ -23,13 +23,24 @@ from asyncio import events as _events
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
+from ._metrics import Histogram, LoopMetrics, SlowCallback
 
 __version__ = "0.1.0"
 
 # 3.14 deprecates the policies (their public names warn); 3.16 removes them.
 _POLICIES_DEPRECATED = sys.version_info >= (3, 14)
 
-__all__ = ["Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+__all__ = [
+    "Handle",
+    "Histogram",
+    "Loop",
+    "LoopMetrics",
+    "SlowCallback",
+    "TimerHandle",
+    "install",
+    "new_event_loop",
+    "run",
+]
 if not _POLICIES_DEPRECATED:
     # Not where it is deprecated: `from ferroloop import *` must not warn.
     __all__.insert(0, "EventLoopPolicy")

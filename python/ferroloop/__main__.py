@@ -11,7 +11,10 @@ import os
 import runpy
 import sys
 
-USAGE = "usage: python -m ferroloop script.py [args...] | -m module [args...] | --version | --help"
+USAGE = (
+    "usage: python -m ferroloop [--stats] script.py [args...] | [--stats] -m module [args...]"
+    " | --version | --help"
+)
 
 HELP = f"""\
 {USAGE}
@@ -31,12 +34,18 @@ __main__, sys.path[0] and exit status), with ferroloop as its asyncio event loop
     interpreter of this installation (multiprocessing's spawn and forkserver, hypercorn -w N,
     uvicorn --workers N, granian's workers).
 
+--stats prints a summary of each event loop on stderr when the program exits: busy ratio,
+iterations, callbacks, bytes, callback duration and loop lag percentiles, the slowest callbacks
+with their tasks. It sets FERROLOOP_STATS=1, so worker processes report too (timing is on in
+every loop: a clock read per callback).
+
 Environment:
   FERROLOOP_INSTALL=1         all of the above (what python -m ferroloop sets when unset)
   FERROLOOP_INSTALL=defaults  ferroloop only where the stock loop would run: a program's
                               explicit request for uvloop, rloop or zuvloop is kept
   FERROLOOP_INSTALL=0         ferroloop behind asyncio's defaults in this process only; servers'
                               own choices and new interpreters are left alone
+  FERROLOOP_STATS=1           what --stats does, in any process whose loops are ferroloop's
 
 The hook does nothing in interpreters started with -S or -I (no site-packages start-up)."""
 
@@ -50,6 +59,13 @@ def main(argv: list[str]) -> None:
     if argv[0] in ("-h", "--help"):
         print(HELP)
         raise SystemExit(0)
+    if argv[0] == "--stats":
+        argv = argv[1:]
+        if not argv:
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
+        # Read by every ferroloop loop as it is made, here and in worker processes.
+        os.environ["FERROLOOP_STATS"] = "1"
 
     import ferroloop
 

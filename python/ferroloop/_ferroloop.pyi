@@ -26,6 +26,7 @@ __all__ = [
     "_ssl_app_write_descriptor",
     "_sock_recv_nowait",
     "_sock_recv_into_nowait",
+    "_histogram_bounds",
     "_call_soon_fastcall",
     "_call_soon_threadsafe_fastcall",
 ]
@@ -62,6 +63,9 @@ class TimerHandle(Handle):
 @disjoint_base
 class LoopCore:
     slow_callback_duration: float
+    def _metrics_raw(self) -> dict[str, Any]: ...
+    def _set_timing(self, enabled: bool) -> None: ...
+    def get_timing(self) -> bool: ...
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     def time(self) -> float: ...
     def call_soon(
@@ -222,3 +226,5 @@ def _sock_recv_into_nowait(sock: socket.socket, buf: Any) -> int | None:
 # Loop's call_soon and call_soon_threadsafe (method descriptors of LoopCore, see src/fastcall.rs).
 _call_soon_fastcall: Callable[..., asyncio.Handle]
 _call_soon_threadsafe_fastcall: Callable[..., asyncio.Handle]
+
+def _histogram_bounds() -> list[float]: ...

@@ -20,7 +20,9 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
 
+from . import _metrics
 from ._ferroloop import LoopCore, _call_soon_fastcall, _call_soon_threadsafe_fastcall
+from ._metrics import MetricsMixin
 from ._net import NetworkMixin
 from ._unix import UnixMixin
 
@@ -53,7 +55,7 @@ def _sighandler_noop(signum, frame):
     """Dummy signal handler: the real work happens through the wakeup fd."""
 
 
-class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
+class Loop(LoopCore, MetricsMixin, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is Rust."""
 
     # The hand-parsed entry point (src/fastcall.rs): asyncio's Futures and Tasks call it per step.
@@ -75,8 +77,11 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
         self._unix_server_sockets = {}
         self._ssock = self._csock = None
         self._prev_wakeup_fd = -1
+        # The servers made on this loop, for metrics() (ferroloop._net.Server adds itself).
+        self._metrics_servers = weakref.WeakSet()
         self.slow_callback_duration = 0.1
         self.set_debug(coroutines._is_debug_mode())
+        _metrics.loop_created(self)
 
     def __repr__(self):
         return (
@@ -182,6 +187,7 @@ class Loop(LoopCore, NetworkMixin, UnixMixin, asyncio.AbstractEventLoop):
             return
         if self.get_debug():
             base_events.logger.debug("Close %r", self)
+        _metrics.loop_closed(self)
         if not sys.is_finalizing():
             for sig in list(self._signal_handlers):
                 self.remove_signal_handler(sig)

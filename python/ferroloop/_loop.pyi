@@ -28,6 +28,7 @@ from typing import IO, Any, Literal, TypeAlias, TypeVar, TypeVarTuple, overload
 from _typeshed import FileDescriptorLike, ReadableBuffer, StrPath, WriteableBuffer
 
 from ._ferroloop import LoopCore, _AwaitableLike, _CoroutineLike, _TaskFactory
+from ._metrics import MetricsMixin
 
 __all__ = ["Loop"]
 
@@ -50,7 +51,7 @@ _GetAddrInfoResult: TypeAlias = list[
     ]
 ]
 
-class Loop(LoopCore, AbstractEventLoop):
+class Loop(LoopCore, MetricsMixin, AbstractEventLoop):
     def __del__(self) -> None: ...
     def run_forever(self) -> None: ...
     def run_until_complete(self, future: _AwaitableLike[_T]) -> _T: ...

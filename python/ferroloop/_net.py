@@ -98,6 +98,9 @@ class Server(base_events.Server):
         # connections it accepted once nothing else does (they are closed, with a
         # ResourceWarning, when collected, as on the stock loop).
         self._clients = weakref.WeakSet()
+        servers = getattr(self._loop, "_metrics_servers", None)
+        if servers is not None:
+            servers.add(self)
         if not hasattr(self, "_active_count"):
             self._active_count = 0
 

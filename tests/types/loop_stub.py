@@ -60,6 +60,7 @@ from typing import IO, Any, Literal, TypeAlias, TypeVar, TypeVarTuple, overload
 from _typeshed import FileDescriptorLike, ReadableBuffer, StrPath, WriteableBuffer
 
 from ._ferroloop import LoopCore, _AwaitableLike, _CoroutineLike, _TaskFactory
+from ._metrics import MetricsMixin
 
 __all__ = ["Loop"]
 
@@ -82,7 +83,7 @@ _GetAddrInfoResult: TypeAlias = list[
     ]
 ]
 
-class Loop(LoopCore, AbstractEventLoop):
+class Loop(LoopCore, MetricsMixin, AbstractEventLoop):
     def __del__(self) -> None: ...
 '''
 

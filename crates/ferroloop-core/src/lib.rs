@@ -9,8 +9,10 @@
 //!   with asyncio's lazy removal of cancelled entries.
 //! - [`reactor::Reactor`]: a level-triggered epoll instance with a built-in eventfd waker.
 //! - [`inbox::Inbox`]: the multi-producer queue behind `call_soon_threadsafe`.
+//! - [`histogram::Histogram`]: fixed-bucket duration histograms for the loop's timing metrics.
 
 pub mod clock;
+pub mod histogram;
 pub mod inbox;
 pub mod reactor;
 pub mod timers;

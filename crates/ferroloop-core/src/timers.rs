@@ -83,6 +83,11 @@ impl<T> TimerHeap<T> {
         self.heap.is_empty()
     }
 
+    /// Number of entries not reported cancelled (what `loop.metrics()` calls timers pending).
+    pub fn live_len(&self) -> usize {
+        self.heap.len().saturating_sub(self.cancelled)
+    }
+
     pub fn push(&mut self, when: f64, value: T) {
         let when = if when.is_nan() {
             f64::NEG_INFINITY
@@ -212,6 +217,20 @@ mod tests {
             h.push(5.0, t(id));
         }
         assert_eq!(ids(&mut h, 6.0), (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn live_len_leaves_out_reported_cancellations() {
+        let mut h = TimerHeap::new();
+        let a = t(1);
+        h.push(1.0, a.clone());
+        h.push(2.0, t(2));
+        assert_eq!(h.live_len(), 2);
+        a.1.set(true);
+        h.note_cancelled(cancelled, &mut Vec::new());
+        assert_eq!((h.len(), h.live_len()), (2, 1));
+        assert_eq!(ids(&mut h, 10.0), vec![2]);
+        assert_eq!((h.len(), h.live_len()), (0, 0));
     }
 
     #[test]
