@@ -66,7 +66,8 @@ def test_handle_args_as_given(loop, method, args):
     handle = getattr(loop, method)(lambda *a: out.append(a), *args)
     assert handle._args == args
     assert handle._args is handle._args
-    if args:
+    # 3.13+ shows a handle's arguments only in debug mode.
+    if args and sys.version_info < (3, 13):
         assert repr(args[0] if len(args) == 1 else args[-1]) in repr(handle)
     run_briefly(loop)
     assert out == [args]
