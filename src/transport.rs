@@ -964,7 +964,8 @@ impl SocketTransportCore {
                 } else {
                     // Only a real socket's writes wait: another object (a test's mock) fails
                     // its sends at once, where the program expects to hear of it.
-                    fits && !me.write_watched && me.fd_checked
+                    fits && !me.write_watched
+                        && me.fd_checked
                         && match &me.loop_ {
                             Some(l) => l.bind(py).try_borrow_mut()?.defer_flush(slf),
                             None => false,
